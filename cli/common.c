@@ -1,0 +1,133 @@
+/*
+ * Shared CLI helpers. Messages go to stderr as "cleanroom <cmd>: ...";
+ * data goes to stdout.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanroom/error.h"
+#include "cli/common.h"
+#include "util/codec.h"
+
+const char *cli_store_path(const char *opt)
+{
+	const char *env;
+
+	if (opt && *opt)
+		return opt;
+	env = getenv("CLEANROOM_STORE");
+	if (env && *env)
+		return env;
+	return CR_STORE_DEFAULT_PATH;
+}
+
+int cli_fail(const char *cmd, int code)
+{
+	const char *msg = cr_error_last();
+
+	fprintf(stderr, "cleanroom %s: %s\n", cmd, *msg ? msg : cr_error_name(code));
+	switch (code) {
+	case CR_EVERIFY:
+	case CR_ECORRUPT:
+		return EXIT_VERIFY;
+	case CR_EINVAL:
+	case CR_ERANGE:
+		return EXIT_USAGE;
+	default:
+		return EXIT_ENV;
+	}
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "cleanroom %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry `cleanroom %s --help`.\n", cmd);
+	return EXIT_USAGE;
+}
+
+cr_store *cli_open_store(const char *cmd, const char *path, unsigned flags, int *exit_code)
+{
+	cr_store *s = NULL;
+	int rc = cr_store_open(&s, path, flags);
+
+	if (rc) {
+		*exit_code = cli_fail(cmd, rc);
+		/* A store that cannot be read is an environment problem, not bad usage. */
+		if (*exit_code == EXIT_USAGE)
+			*exit_code = EXIT_ENV;
+		return NULL;
+	}
+	return s;
+}
+
+int cli_parse_u64(const char *cmd, const char *what, const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	if (!s || !*s || *s == '-' || *s == '+') {
+		cli_usage_error(cmd, "%s must be a non-negative integer, got '%s'", what, s ? s : "");
+		return -1;
+	}
+	v = strtoull(s, &end, 10);
+	if (errno || *end) {
+		cli_usage_error(cmd, "%s must be a non-negative integer, got '%s'", what, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+void cli_print_json(json_t *v)
+{
+	char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+
+	if (s) {
+		fputs(s, stdout);
+		fputc('\n', stdout);
+		free(s);
+	}
+	json_decref(v);
+}
+
+const char *cli_hex32(char out[65], const uint8_t h[32])
+{
+	cr_hex_encode(out, h, 32);
+	return out;
+}
+
+const char *cli_bytes(char out[32], uint64_t n)
+{
+	static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	double v = (double)n;
+	int u = 0;
+
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(out, 32, "%llu B", (unsigned long long)n);
+	else
+		snprintf(out, 32, "%.1f %s", v, units[u]);
+	return out;
+}
+
+int cli_wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return 0;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return 1;
+	}
+	return 0;
+}

@@ -1,0 +1,58 @@
+/*
+ * Shared pieces of the subcommands: option parsing helpers, the store
+ * location, error reporting and exit codes. Only cli/ prints or exits.
+ */
+#ifndef CR_CLI_COMMON_H
+#define CR_CLI_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "cleanroom/store.h"
+
+/* Exit codes (documented in `cleanroom --help` and docs/cli.md). */
+#define EXIT_OK 0
+#define EXIT_VERIFY 1  /* verification failed, problems found */
+#define EXIT_USAGE 2   /* bad command line */
+#define EXIT_ENV 3     /* environment, I/O or store error */
+
+/* A subcommand: argv[0] is its name. Returns an exit code. */
+typedef int (*cli_cmd_fn)(int argc, char **argv);
+
+int cmd_init(int argc, char **argv);
+int cmd_add(int argc, char **argv);
+int cmd_log(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_prove(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_index(int argc, char **argv);
+
+/* The store folder: --store, else $CLEANROOM_STORE, else ./.cleanroom. */
+const char *cli_store_path(const char *opt);
+
+/* Print "cleanroom <cmd>: <message>" for the last library error; map code to an exit status. */
+int cli_fail(const char *cmd, int code);
+/* Print a usage error and return EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Open the store, printing the error on failure (returns NULL). */
+cr_store *cli_open_store(const char *cmd, const char *path, unsigned flags, int *exit_code);
+
+/* Parse a non-negative integer argument; -1 on error (message printed). */
+int cli_parse_u64(const char *cmd, const char *what, const char *s, uint64_t *out);
+
+/* Print a JSON value to stdout followed by a newline; steals the reference. */
+void cli_print_json(json_t *v);
+
+/* Hex of 32 bytes into a 65-byte buffer, returned. */
+const char *cli_hex32(char out[65], const uint8_t h[32]);
+
+/* Human-readable byte count ("1.5 GiB"). */
+const char *cli_bytes(char out[32], uint64_t n);
+
+/* Nonzero when argv holds -h/--help before "--". */
+int cli_wants_help(int argc, char **argv);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * SHA-256 of files: streamed in large blocks through OpenSSL EVP, many
+ * files at once on a pool of threads. A file is identified for the hash
+ * cache by (device, inode, size, mtime ns, ctime ns); a file whose identity
+ * changes while it is read is reported as changed, never given a hash.
+ */
+#ifndef CLEANROOM_HASH_H
+#define CLEANROOM_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CR_SHA256_SIZE 32
+
+/* What the hash cache is keyed by. Two equal ids mean an unchanged file. */
+typedef struct cr_file_id {
+	uint64_t dev;
+	uint64_t ino;
+	uint64_t size;
+	int64_t mtime_ns;
+	int64_t ctime_ns;
+} cr_file_id;
+
+/* Fill id from an open descriptor (fstat). CR_EIO on failure. */
+int cr_file_id_from_fd(cr_file_id *id, int fd);
+int cr_file_id_equal(const cr_file_id *a, const cr_file_id *b);
+
+/* One-shot SHA-256 of a memory block. */
+void cr_sha256(uint8_t out[CR_SHA256_SIZE], const void *data, size_t len);
+
+/*
+ * Hash everything readable from fd from its current offset to EOF, in large
+ * blocks. *out_len (may be NULL) receives the byte count. CR_EIO on a read
+ * error, CR_ECRYPTO on an OpenSSL failure.
+ */
+int cr_hash_fd(int fd, uint8_t out[CR_SHA256_SIZE], uint64_t *out_len);
+
+/* Result code of a hash job whose file changed while it was being read. */
+#define CR_HASH_CHANGED 1
+
+/*
+ * Open path (regular files only, O_NOFOLLOW not used: the caller decides about
+ * links), hash it, and fill id with its identity as it was read. Returns 0,
+ * CR_HASH_CHANGED (positive) when size/mtime/ctime changed during the read or
+ * the bytes read differ from the size, or a negative CR_E* code.
+ */
+int cr_hash_file(const char *path, uint8_t out[CR_SHA256_SIZE], cr_file_id *id);
+
+typedef struct cr_hash_job {
+	const char *path;              /* in: borrowed */
+	uint8_t sha256[CR_SHA256_SIZE]; /* out */
+	cr_file_id id;                 /* out: identity as read */
+	int rc;                        /* out: as cr_hash_file */
+	char *error;                   /* out: message when rc < 0, free() it */
+} cr_hash_job;
+
+/* Called from worker threads, serialised by the pool; may be NULL. */
+typedef void (*cr_hash_progress_fn)(void *ctx, size_t done, size_t total, uint64_t bytes);
+
+/*
+ * Hash n jobs on `threads` threads (0 = number of online CPUs). Each job's
+ * rc/error says how it went; the call itself fails only when threads cannot
+ * be started (then no job has been run).
+ */
+int cr_hash_many(cr_hash_job *jobs, size_t n, unsigned threads,
+                 cr_hash_progress_fn progress, void *ctx);
+
+/* Online CPUs, at least 1. */
+unsigned cr_hash_default_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

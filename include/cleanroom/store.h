@@ -1,0 +1,129 @@
+/*
+ * The store: a project's .cleanroom/ folder holding log.git (the source of
+ * truth), index.sqlite (derived, rebuildable) and a writer lock.
+ *
+ * Events are appended into a pending segment; cr_store_flush() commits it
+ * as one git commit, then updates the index. A crash between the two leaves
+ * the index behind, and the next open catches it up from the log.
+ */
+#ifndef CLEANROOM_STORE_H
+#define CLEANROOM_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cleanroom/hash.h"
+#include "cleanroom/merkle.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CR_STORE_DEFAULT_PATH ".cleanroom"
+
+/* Open flags. */
+#define CR_STORE_WRITE 0x1    /* take the writer lock; appends allowed */
+#define CR_STORE_RAW 0x2      /* do not reconcile the index with the log (check, rebuild) */
+
+/* A pending segment is committed once it holds this many bytes or events. */
+#define CR_STORE_SEGMENT_BYTES (8u * 1024 * 1024)
+#define CR_STORE_SEGMENT_EVENTS 65536u
+
+typedef struct cr_store cr_store;
+
+/* The committed state of the log. */
+typedef struct cr_store_state {
+	uint64_t size;
+	uint8_t root[CR_HASH_SIZE];
+	char commit[41]; /* head commit id, "" when empty */
+} cr_store_state;
+
+/* Create a store at path (the folder may exist but must not hold a store: CR_EEXISTS). */
+int cr_store_init(const char *path);
+
+/*
+ * Open the store at path. CR_ENOTFOUND when there is none, CR_ELOCKED when
+ * CR_STORE_WRITE is asked and another process writes, CR_ECORRUPT when the
+ * index and log disagree in a way a catch-up cannot mend (unless
+ * CR_STORE_RAW). *out is the caller's: cr_store_free() it.
+ */
+int cr_store_open(cr_store **out, const char *path, unsigned flags);
+
+/* Free the store; pending (unflushed) events are discarded. NULL-safe. */
+void cr_store_free(cr_store *store);
+
+const char *cr_store_path(const cr_store *store);
+void cr_store_state_get(const cr_store *store, cr_store_state *out);
+
+/*
+ * Append one event to the pending segment; *out_index (may be NULL) gets its
+ * leaf index. Flushes on its own when the segment is full.
+ */
+int cr_store_append(cr_store *store, const json_t *ev, uint64_t *out_index);
+
+/* Commit the pending segment, if any, as one git commit. */
+int cr_store_flush(cr_store *store);
+
+/* Number of appended events not yet flushed. */
+uint64_t cr_store_pending(const cr_store *store);
+
+/* The hash cache (keyed by file identity). CR_ENOTFOUND on a miss. */
+int cr_store_cache_get(cr_store *store, const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE]);
+int cr_store_cache_put(cr_store *store, const cr_file_id *id, const uint8_t sha[CR_SHA256_SIZE]);
+
+/* 1 when a file event with this path and SHA-256 is recorded, 0 when not, < 0 on error. */
+int cr_store_file_recorded(cr_store *store, const char *path, size_t len,
+                           const uint8_t sha[CR_SHA256_SIZE]);
+
+/* Proofs against the committed log; size 0 means the current size. */
+int cr_store_leaf_hash(cr_store *store, uint64_t index, uint8_t out[CR_HASH_SIZE]);
+int cr_store_root_at(cr_store *store, uint64_t size, uint8_t out[CR_HASH_SIZE]);
+int cr_store_inclusion_proof(cr_store *store, uint64_t index, uint64_t size,
+                             uint8_t path[][CR_HASH_SIZE], size_t *path_len);
+int cr_store_consistency_proof(cr_store *store, uint64_t size1, uint64_t size2,
+                               uint8_t path[][CR_HASH_SIZE], size_t *path_len);
+
+/* Each committed event from leaf `from` on, in order, as its exact leaf bytes. */
+typedef int (*cr_store_event_fn)(void *ctx, uint64_t index, const char *leaf, size_t len);
+int cr_store_foreach_event(cr_store *store, uint64_t from, cr_store_event_fn fn, void *ctx);
+
+/* Problems found by a check: where and what. */
+typedef void (*cr_store_problem_fn)(void *ctx, const char *where, const char *what);
+
+typedef struct cr_store_check_result {
+	uint64_t commits;
+	uint64_t size;
+	uint8_t root[CR_HASH_SIZE];
+	uint64_t problems;
+} cr_store_check_result;
+
+/*
+ * Check the whole store: the log is append-only and each commit's recorded
+ * size and root match its leaves; every head this store wrote is still in
+ * the history with the same root; the index matches the log leaf by leaf.
+ * 0 when clean, CR_EVERIFY after reporting problems, other codes when the
+ * store cannot be read. Open the store with CR_STORE_RAW for this.
+ */
+int cr_store_check(cr_store *store, cr_store_problem_fn problem, void *ctx,
+                   cr_store_check_result *out);
+
+/* Rebuild every derived table of the index from the log (needs CR_STORE_WRITE). */
+int cr_store_rebuild_index(cr_store *store);
+
+typedef struct cr_store_counts {
+	uint64_t events;
+	uint64_t segments;
+	uint64_t files;
+	uint64_t file_bytes;
+	uint64_t cache_entries;
+} cr_store_counts;
+int cr_store_counts_get(cr_store *store, cr_store_counts *out);
+int cr_store_type_counts(cr_store *store, int (*fn)(void *ctx, const char *type, uint64_t n),
+                         void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

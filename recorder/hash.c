@@ -1,0 +1,452 @@
+/*
+ * SHA-256 of memory, descriptors and files through OpenSSL EVP, and a pool
+ * of threads hashing many files at once.
+ *
+ * Files are streamed with read() into one BLOCK_SIZE buffer per caller or
+ * per worker (never one per block). read() was chosen over mmap(): it was as
+ * fast or faster on a cached 2 GiB file, works on any descriptor, and a file
+ * truncated under us gives a short read we can report instead of SIGBUS.
+ *
+ * A file's identity is taken by fstat() before and after the read; if it
+ * moved, or the byte count differs from the size, the file is reported as
+ * CR_HASH_CHANGED and no hash is handed out (out is zeroed).
+ *
+ * The SHA-256 method is fetched once per process and kept for its lifetime;
+ * every call or worker has its own EVP_MD_CTX.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "cleanroom/error.h"
+#include "cleanroom/hash.h"
+
+/*
+ * 1 MiB: on a cached 2 GiB file 1 MiB and 4 MiB reads were within noise of
+ * each other (and ~14% faster than `openssl dgst`), 256 KiB slightly slower.
+ * The smaller of the two keeps a many-threaded pool's memory modest.
+ */
+#define BLOCK_SIZE (1u << 20)
+#define BLOCK_ALIGN 4096u
+
+/* Progress is reported at most this often, plus once at the end. */
+#define PROGRESS_INTERVAL_NS 100000000LL
+
+/*
+ * More threads than this cannot make hashing faster (it is bound by memory
+ * and I/O bandwidth long before), but each costs a BLOCK_SIZE buffer.
+ */
+#define MAX_THREADS 256u
+
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static const EVP_MD *sha256_md;
+
+static void sha256_fetch(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+	/*
+	 * An explicit fetch saves EVP_DigestInit_ex() the implicit provider
+	 * lookup it does on every call with EVP_sha256(); that matters when a
+	 * pool hashes thousands of small files.
+	 */
+	EVP_MD *md = EVP_MD_fetch(NULL, "SHA256", NULL);
+
+	if (md) {
+		sha256_md = md; /* kept for the life of the process */
+		return;
+	}
+#endif
+	sha256_md = EVP_sha256();
+}
+
+static const EVP_MD *sha256(void)
+{
+	pthread_once(&sha256_once, sha256_fetch);
+	return sha256_md;
+}
+
+/* What one hashing thread needs, allocated once and reused for every file. */
+typedef struct hasher {
+	EVP_MD_CTX *ctx;
+	uint8_t *buf;
+} hasher;
+
+static void hasher_free(hasher *h)
+{
+	if (!h)
+		return;
+	EVP_MD_CTX_free(h->ctx);
+	free(h->buf);
+	h->ctx = NULL;
+	h->buf = NULL;
+}
+
+static int hasher_init(hasher *h)
+{
+	h->ctx = EVP_MD_CTX_new();
+	h->buf = aligned_alloc(BLOCK_ALIGN, BLOCK_SIZE);
+	if (!h->ctx || !h->buf) {
+		hasher_free(h);
+		return cr_error_set(CR_ENOMEM, "out of memory for a hash buffer (%u bytes)",
+		                    BLOCK_SIZE);
+	}
+	return 0;
+}
+
+static int64_t timespec_ns(const struct timespec *ts)
+{
+	int64_t ns;
+
+	/*
+	 * int64 nanoseconds end in 2262; a file stamped beyond that (touch -d
+	 * allows it) saturates rather than overflowing. Two such files differ
+	 * in ino/size as well, so ids rarely collide, and a collision only
+	 * means the cache compares the other fields.
+	 */
+	if (__builtin_mul_overflow((int64_t)ts->tv_sec, (int64_t)1000000000, &ns) ||
+	    __builtin_add_overflow(ns, (int64_t)ts->tv_nsec, &ns))
+		return ts->tv_sec < 0 ? INT64_MIN : INT64_MAX;
+	return ns;
+}
+
+static void file_id_from_stat(cr_file_id *id, const struct stat *st)
+{
+	id->dev = (uint64_t)st->st_dev;
+	id->ino = (uint64_t)st->st_ino;
+	id->size = (uint64_t)st->st_size;
+	id->mtime_ns = timespec_ns(&st->st_mtim);
+	id->ctime_ns = timespec_ns(&st->st_ctim);
+}
+
+int cr_file_id_from_fd(cr_file_id *id, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return cr_error_set_errno(CR_EIO, errno, "fstat descriptor %d", fd);
+	file_id_from_stat(id, &st);
+	return 0;
+}
+
+int cr_file_id_equal(const cr_file_id *a, const cr_file_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+void cr_sha256(uint8_t out[CR_SHA256_SIZE], const void *data, size_t len)
+{
+	unsigned int n = 0;
+
+	/*
+	 * This API cannot report failure, and EVP_Digest() fails only when
+	 * OpenSSL cannot allocate. Handing back a made-up digest would be worse
+	 * for an integrity tool than stopping, so stop.
+	 */
+	if (!EVP_Digest(data, len, out, &n, sha256(), NULL) || n != CR_SHA256_SIZE)
+		abort();
+}
+
+/*
+ * Hash fd from its offset to EOF with h's context and buffer. name is used
+ * in messages (a path, or NULL for "descriptor N").
+ */
+static int hash_fd_with(hasher *h, int fd, const char *name, uint8_t out[CR_SHA256_SIZE],
+                        uint64_t *out_len)
+{
+	uint64_t total = 0;
+	unsigned int n = 0;
+	ssize_t got;
+
+	/* Only a hint: it fails harmlessly (ESPIPE) on pipes. */
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+
+	if (!EVP_DigestInit_ex(h->ctx, sha256(), NULL))
+		return cr_error_set(CR_ECRYPTO, "SHA-256 init failed");
+	for (;;) {
+		/* A short read is not EOF; only 0 is. */
+		got = read(fd, h->buf, BLOCK_SIZE);
+		if (got == 0)
+			break;
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			if (name)
+				return cr_error_set_errno(CR_EIO, errno, "read %s", name);
+			return cr_error_set_errno(CR_EIO, errno, "read descriptor %d", fd);
+		}
+		if (!EVP_DigestUpdate(h->ctx, h->buf, (size_t)got))
+			return cr_error_set(CR_ECRYPTO, "SHA-256 update failed");
+		total += (uint64_t)got;
+	}
+	if (!EVP_DigestFinal_ex(h->ctx, out, &n) || n != CR_SHA256_SIZE)
+		return cr_error_set(CR_ECRYPTO, "SHA-256 final failed");
+	if (out_len)
+		*out_len = total;
+	return 0;
+}
+
+int cr_hash_fd(int fd, uint8_t out[CR_SHA256_SIZE], uint64_t *out_len)
+{
+	hasher h = {0};
+	int rc;
+
+	rc = hasher_init(&h);
+	if (rc)
+		return rc;
+	rc = hash_fd_with(&h, fd, NULL, out, out_len);
+	hasher_free(&h);
+	return rc;
+}
+
+static int open_error(const char *path, int err)
+{
+	/* Sockets and driverless device nodes fail open() before fstat() can tell. */
+	if (err == ENXIO)
+		return cr_error_set(CR_EINVAL, "%s: not a regular file", path);
+	if (err == ENOENT || err == ENOTDIR)
+		return cr_error_set_errno(CR_ENOTFOUND, err, "open %s", path);
+	return cr_error_set_errno(CR_EIO, err, "open %s", path);
+}
+
+/* cr_hash_file with the caller's hasher; *nread gets the bytes hashed. */
+static int hash_file_with(hasher *h, const char *path, uint8_t out[CR_SHA256_SIZE],
+                          cr_file_id *id, uint64_t *nread)
+{
+	struct stat before, after;
+	uint64_t len = 0;
+	int fd = -1, flags, rc;
+
+	memset(out, 0, CR_SHA256_SIZE);
+	*nread = 0;
+
+	/*
+	 * O_NONBLOCK so that a FIFO at path is rejected below instead of
+	 * blocking open() until some writer shows up; O_NOCTTY so that a
+	 * terminal never becomes ours.
+	 */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return open_error(path, errno);
+	if (fstat(fd, &before) < 0) {
+		rc = cr_error_set_errno(CR_EIO, errno, "fstat %s", path);
+		goto done;
+	}
+	if (!S_ISREG(before.st_mode)) {
+		rc = cr_error_set(CR_EINVAL, "%s: not a regular file", path);
+		goto done;
+	}
+	/* Regular files ignore O_NONBLOCK on Linux, but not every system does. */
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		rc = cr_error_set_errno(CR_EIO, errno, "fcntl %s", path);
+		goto done;
+	}
+	file_id_from_stat(id, &before);
+
+	rc = hash_fd_with(h, fd, path, out, &len);
+	if (rc)
+		goto done;
+	*nread = len;
+
+	if (fstat(fd, &after) < 0) {
+		rc = cr_error_set_errno(CR_EIO, errno, "fstat %s", path);
+		goto done;
+	}
+	if (after.st_size != before.st_size || len != (uint64_t)before.st_size ||
+	    timespec_ns(&after.st_mtim) != id->mtime_ns ||
+	    timespec_ns(&after.st_ctim) != id->ctime_ns)
+		rc = cr_error_set(CR_HASH_CHANGED, "%s changed while it was read", path);
+
+done:
+	if (rc)
+		memset(out, 0, CR_SHA256_SIZE); /* never hand out a hash we do not vouch for */
+	close(fd);
+	return rc;
+}
+
+int cr_hash_file(const char *path, uint8_t out[CR_SHA256_SIZE], cr_file_id *id)
+{
+	hasher h = {0};
+	uint64_t nread;
+	int rc;
+
+	rc = hasher_init(&h);
+	if (rc)
+		return rc;
+	rc = hash_file_with(&h, path, out, id, &nread);
+	hasher_free(&h);
+	return rc;
+}
+
+unsigned cr_hash_default_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		return 1;
+	if ((unsigned long)n > MAX_THREADS)
+		return MAX_THREADS;
+	return (unsigned)n;
+}
+
+/* Shared by the workers of one cr_hash_many() call. */
+typedef struct pool {
+	cr_hash_job *jobs;
+	size_t n;
+	atomic_size_t next; /* next job to take: small files balance themselves */
+
+	pthread_mutex_t lock; /* guards the fields below and serialises progress */
+	size_t done;
+	uint64_t bytes;
+	int64_t last_report_ns;
+	cr_hash_progress_fn progress;
+	void *ctx;
+} pool;
+
+typedef struct worker {
+	pool *pool;
+	hasher h;
+	pthread_t thread;
+} worker;
+
+static int64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void job_finished(pool *p, uint64_t nread)
+{
+	int64_t now;
+
+	pthread_mutex_lock(&p->lock);
+	p->done++;
+	p->bytes += nread;
+	if (p->progress) {
+		now = monotonic_ns();
+		/* done reaches n in exactly one worker, so the final report comes once. */
+		if (p->done == p->n || now - p->last_report_ns >= PROGRESS_INTERVAL_NS) {
+			p->last_report_ns = now;
+			p->progress(p->ctx, p->done, p->n, p->bytes);
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	worker *w = arg;
+	pool *p = w->pool;
+	cr_hash_job *job;
+	uint64_t nread;
+	size_t i;
+
+	for (;;) {
+		i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+		if (i >= p->n)
+			break;
+		job = &p->jobs[i];
+		nread = 0;
+		cr_error_clear();
+		job->rc = hash_file_with(&w->h, job->path, job->sha256, &job->id, &nread);
+		/*
+		 * The message is thread-local: copy it here or it is lost. A
+		 * failed strdup leaves error NULL; rc still tells what happened.
+		 */
+		if (job->rc < 0)
+			job->error = strdup(cr_error_last());
+		job_finished(p, nread);
+	}
+	return NULL;
+}
+
+int cr_hash_many(cr_hash_job *jobs, size_t n, unsigned threads,
+                 cr_hash_progress_fn progress, void *ctx)
+{
+	pool p;
+	worker *workers = NULL;
+	unsigned started = 0, i;
+	size_t j;
+	int rc = 0, err;
+
+	if (n == 0)
+		return 0;
+	if (!jobs)
+		return cr_error_set(CR_EINVAL, "hash jobs missing");
+
+	/* Outputs are defined even for jobs that never run (rc says so). */
+	for (j = 0; j < n; j++) {
+		memset(jobs[j].sha256, 0, sizeof(jobs[j].sha256));
+		memset(&jobs[j].id, 0, sizeof(jobs[j].id));
+		jobs[j].rc = CR_ERROR;
+		jobs[j].error = NULL;
+	}
+
+	if (threads == 0)
+		threads = cr_hash_default_threads();
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	if (threads > n)
+		threads = (unsigned)n;
+
+	memset(&p, 0, sizeof(p));
+	p.jobs = jobs;
+	p.n = n;
+	atomic_init(&p.next, 0);
+	p.last_report_ns = monotonic_ns();
+	p.progress = progress;
+	p.ctx = ctx;
+	err = pthread_mutex_init(&p.lock, NULL);
+	if (err)
+		return cr_error_set_errno(CR_ERROR, err, "hash pool mutex");
+
+	/* Everything a worker needs is allocated before any job runs. */
+	workers = calloc(threads, sizeof(*workers));
+	if (!workers) {
+		rc = cr_error_set(CR_ENOMEM, "out of memory for %u hash workers", threads);
+		goto done;
+	}
+	for (i = 0; i < threads; i++) {
+		workers[i].pool = &p;
+		rc = hasher_init(&workers[i].h);
+		if (rc)
+			goto done;
+	}
+
+	for (i = 0; i < threads; i++) {
+		err = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
+		if (err) {
+			/*
+			 * With one worker running every job still gets done, only
+			 * slower; with none, fail before any job has been run.
+			 */
+			if (started == 0)
+				rc = cr_error_set_errno(CR_ERROR, err, "cannot start hash threads");
+			break;
+		}
+		started++;
+	}
+	for (i = 0; i < started; i++)
+		pthread_join(workers[i].thread, NULL);
+
+done:
+	if (workers) {
+		for (i = 0; i < threads; i++)
+			hasher_free(&workers[i].h);
+		free(workers);
+	}
+	pthread_mutex_destroy(&p.lock);
+	return rc;
+}

@@ -1,0 +1,614 @@
+/*
+ * The SQLite index. Statements are prepared once and reused; every write
+ * happens inside a transaction the store opens and closes around a segment,
+ * so the index is either at a segment boundary or rolled back to one.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "cleanroom/error.h"
+#include "cleanroom/event.h"
+#include "recorder/index.h"
+#include "util/buf.h"
+#include "util/codec.h"
+
+#define SCHEMA_VERSION 1
+
+enum {
+	ST_ADD_EVENT,
+	ST_ADD_FILE,
+	ST_ADD_SEGMENT,
+	ST_ADD_NODE,
+	ST_LEAF,
+	ST_LEAF_RANGE,
+	ST_NODE,
+	ST_CACHE_GET,
+	ST_CACHE_PUT,
+	ST_META_GET,
+	ST_META_PUT,
+	ST_SEGMENT_OF,
+	ST_FILE_RECORDED,
+	ST_COUNT
+};
+
+static const char *const statements[ST_COUNT] = {
+	[ST_ADD_EVENT] = "INSERT INTO events(idx, type, leaf) VALUES (?1, ?2, ?3)",
+	[ST_ADD_FILE] = "INSERT INTO files(idx, path, sha256, size) VALUES (?1, ?2, ?3, ?4)",
+	[ST_ADD_SEGMENT] = "INSERT INTO segments(first, count, path, git_commit) VALUES (?1, ?2, ?3, ?4)",
+	[ST_ADD_NODE] = "INSERT OR REPLACE INTO nodes(level, pos, hash) VALUES (?1, ?2, ?3)",
+	[ST_LEAF] = "SELECT leaf FROM events WHERE idx = ?1",
+	[ST_LEAF_RANGE] = "SELECT idx, leaf FROM events WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+	[ST_NODE] = "SELECT hash FROM nodes WHERE level = ?1 AND pos = ?2",
+	[ST_CACHE_GET] = "SELECT sha256 FROM hash_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 "
+	                 "AND mtime_ns = ?4 AND ctime_ns = ?5",
+	[ST_CACHE_PUT] = "INSERT OR REPLACE INTO hash_cache(dev, ino, size, mtime_ns, ctime_ns, sha256) "
+	                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+	[ST_META_PUT] = "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+	[ST_FILE_RECORDED] = "SELECT 1 FROM files WHERE sha256 = ?1 AND path = ?2 LIMIT 1",
+	[ST_SEGMENT_OF] = "SELECT first, path FROM segments WHERE first <= ?1 ORDER BY first DESC LIMIT 1",
+};
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;"
+	/* Derived from the log: */
+	"CREATE TABLE IF NOT EXISTS events(idx INTEGER PRIMARY KEY, type TEXT NOT NULL,"
+	" leaf BLOB NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS segments(first INTEGER PRIMARY KEY, count INTEGER NOT NULL,"
+	" path TEXT NOT NULL, git_commit TEXT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS files(idx INTEGER PRIMARY KEY, path TEXT NOT NULL,"
+	" sha256 BLOB NOT NULL, size INTEGER);"
+	"CREATE INDEX IF NOT EXISTS files_by_sha256 ON files(sha256);"
+	"CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, pos INTEGER NOT NULL,"
+	" hash BLOB NOT NULL, PRIMARY KEY(level, pos)) WITHOUT ROWID;"
+	/* Not derived; kept across rebuilds: */
+	"CREATE TABLE IF NOT EXISTS hash_cache(dev INTEGER NOT NULL, ino INTEGER NOT NULL,"
+	" size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
+	" sha256 BLOB NOT NULL, PRIMARY KEY(dev, ino)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS witness(size INTEGER PRIMARY KEY, root BLOB NOT NULL,"
+	" git_commit TEXT NOT NULL);";
+
+struct cr_index {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST_COUNT];
+	int node_error;
+	char node_message[256];
+};
+
+static int db_fail(cr_index *idx, const char *what)
+{
+	return cr_error_set(CR_ESQLITE, "index: %s: %s", what, sqlite3_errmsg(idx->db));
+}
+
+static sqlite3_stmt *stmt(cr_index *idx, int which)
+{
+	sqlite3_stmt *s = idx->st[which];
+
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return s;
+}
+
+static int exec(cr_index *idx, const char *sql)
+{
+	if (sqlite3_exec(idx->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(idx, sql);
+	return 0;
+}
+
+int cr_index_open(cr_index **out, const char *path)
+{
+	cr_index *idx;
+	int rc = 0, i;
+	sqlite3_stmt *v = NULL;
+
+	*out = NULL;
+	if ((idx = calloc(1, sizeof(*idx))) == NULL)
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	if (sqlite3_open_v2(path, &idx->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+		rc = cr_error_set(CR_ESQLITE, "index %s: %s", path,
+		                  idx->db ? sqlite3_errmsg(idx->db) : "cannot open");
+		goto fail;
+	}
+	sqlite3_busy_timeout(idx->db, 10000);
+	/* WAL lets readers run during a recording; NORMAL is durable against
+	 * process crashes, and after a power loss the index catches up from the log. */
+	if ((rc = exec(idx, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+	                    "PRAGMA foreign_keys=OFF;")) != 0 ||
+	    (rc = exec(idx, schema)) != 0)
+		goto fail;
+	if (sqlite3_prepare_v2(idx->db, "PRAGMA user_version", -1, &v, NULL) != SQLITE_OK ||
+	    sqlite3_step(v) != SQLITE_ROW) {
+		rc = db_fail(idx, "reading the schema version");
+		goto fail;
+	}
+	i = sqlite3_column_int(v, 0);
+	sqlite3_finalize(v);
+	v = NULL;
+	if (i == 0) {
+		if ((rc = exec(idx, "PRAGMA user_version=1")) != 0)
+			goto fail;
+	} else if (i != SCHEMA_VERSION) {
+		rc = cr_error_set(CR_ECORRUPT, "index %s has schema version %d, this build knows %d "
+		                  "(run `cleanroom index rebuild`)", path, i, SCHEMA_VERSION);
+		goto fail;
+	}
+	for (i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(idx->db, statements[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                       &idx->st[i], NULL) != SQLITE_OK) {
+			rc = db_fail(idx, statements[i]);
+			goto fail;
+		}
+	}
+	*out = idx;
+	return 0;
+fail:
+	cr_index_free(idx);
+	return rc;
+}
+
+void cr_index_free(cr_index *idx)
+{
+	int i;
+
+	if (!idx)
+		return;
+	for (i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(idx->st[i]);
+	sqlite3_close(idx->db);
+	free(idx);
+}
+
+sqlite3 *cr_index_db(cr_index *idx)
+{
+	return idx->db;
+}
+
+int cr_index_begin(cr_index *idx)
+{
+	idx->node_error = 0;
+	return exec(idx, "BEGIN IMMEDIATE");
+}
+
+int cr_index_commit(cr_index *idx)
+{
+	return exec(idx, "COMMIT");
+}
+
+void cr_index_rollback(cr_index *idx)
+{
+	if (!sqlite3_get_autocommit(idx->db))
+		sqlite3_exec(idx->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int meta_get(cr_index *idx, const char *key, cr_buf *out, int *found)
+{
+	sqlite3_stmt *s = stmt(idx, ST_META_GET);
+	int rc;
+
+	*found = 0;
+	cr_buf_clear(out);
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*found = 1;
+		rc = cr_buf_put(out, sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0));
+	} else if (rc == SQLITE_DONE) {
+		rc = 0;
+	} else {
+		rc = db_fail(idx, "reading meta");
+	}
+	sqlite3_reset(s);
+	return rc;
+}
+
+static int meta_put(cr_index *idx, const char *key, const void *value, size_t len)
+{
+	sqlite3_stmt *s = stmt(idx, ST_META_PUT);
+
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 2, value, (int)len, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return db_fail(idx, "writing meta");
+	sqlite3_reset(s);
+	return 0;
+}
+
+int cr_index_state(cr_index *idx, cr_merkle_state *tree, char commit[41])
+{
+	cr_buf b = CR_BUF_INIT;
+	uint64_t size = 0;
+	int found, rc;
+
+	cr_merkle_state_init(tree);
+	commit[0] = '\0';
+	if ((rc = meta_get(idx, "size", &b, &found)) != 0)
+		goto done;
+	if (!found)
+		goto done;
+	if (b.len != 8) {
+		rc = cr_error_set(CR_ECORRUPT, "index: bad stored tree size");
+		goto done;
+	}
+	for (int i = 0; i < 8; i++)
+		size = size << 8 | (uint8_t)b.ptr[i];
+	if ((rc = meta_get(idx, "frontier", &b, &found)) != 0)
+		goto done;
+	if ((rc = cr_merkle_state_load(tree, size, (const uint8_t *)b.ptr, b.len)) != 0) {
+		rc = cr_error_set(CR_ECORRUPT, "index: bad stored tree state: %s", cr_error_last());
+		goto done;
+	}
+	if ((rc = meta_get(idx, "head", &b, &found)) != 0)
+		goto done;
+	if (found && b.len < 41) {
+		memcpy(commit, b.ptr, b.len);
+		commit[b.len] = '\0';
+	}
+done:
+	cr_buf_free(&b);
+	return rc;
+}
+
+int cr_index_set_state(cr_index *idx, const cr_merkle_state *tree, const char *commit)
+{
+	uint8_t size[8], frontier[64 * CR_HASH_SIZE];
+	size_t len;
+	int rc, i;
+
+	for (i = 0; i < 8; i++)
+		size[i] = (uint8_t)(tree->size >> (56 - 8 * i));
+	cr_merkle_state_save(tree, frontier, &len);
+	if ((rc = meta_put(idx, "size", size, 8)) != 0 ||
+	    (rc = meta_put(idx, "frontier", frontier, len)) != 0 ||
+	    (rc = meta_put(idx, "head", commit, strlen(commit))) != 0)
+		return rc;
+	return 0;
+}
+
+int cr_index_add_event(cr_index *idx, uint64_t i, const json_t *ev, const uint8_t leaf[CR_HASH_SIZE])
+{
+	sqlite3_stmt *s = stmt(idx, ST_ADD_EVENT);
+	const char *sha;
+	json_t *size;
+	cr_buf path = CR_BUF_INIT;
+	uint8_t digest[32];
+	int rc = 0;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
+	sqlite3_bind_text(s, 2, cr_event_type(ev), -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 3, leaf, CR_HASH_SIZE, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return db_fail(idx, "adding an event");
+	sqlite3_reset(s);
+	/* Events naming a file by path and content hash also go into files. */
+	sha = json_string_value(json_object_get(ev, "sha256"));
+	if (!sha || strlen(sha) != 64)
+		return 0;
+	if (cr_hex_decode(digest, sizeof(digest), sha, 64) != 0) {
+		cr_error_clear();
+		return 0;
+	}
+	if (cr_event_get_path(ev, "path", &path) != 0) {
+		cr_error_clear();
+		return 0;
+	}
+	s = stmt(idx, ST_ADD_FILE);
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
+	sqlite3_bind_text(s, 2, path.ptr, (int)path.len, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 3, digest, 32, SQLITE_STATIC);
+	size = json_object_get(ev, "size");
+	if (json_is_integer(size))
+		sqlite3_bind_int64(s, 4, json_integer_value(size));
+	if (sqlite3_step(s) != SQLITE_DONE)
+		rc = db_fail(idx, "adding a file");
+	sqlite3_reset(s);
+	cr_buf_free(&path);
+	return rc;
+}
+
+int cr_index_add_segment(cr_index *idx, uint64_t first, uint64_t count, const char *path,
+                         const char *commit)
+{
+	sqlite3_stmt *s = stmt(idx, ST_ADD_SEGMENT);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)first);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)count);
+	sqlite3_bind_text(s, 3, path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, commit, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return db_fail(idx, "adding a segment");
+	sqlite3_reset(s);
+	return 0;
+}
+
+void cr_index_node_cb(void *ctx, unsigned level, uint64_t pos, const uint8_t hash[CR_HASH_SIZE])
+{
+	cr_index *idx = ctx;
+	sqlite3_stmt *s;
+
+	if (level < CR_INDEX_NODE_LEVEL || idx->node_error)
+		return;
+	s = stmt(idx, ST_ADD_NODE);
+	sqlite3_bind_int(s, 1, (int)level);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)pos);
+	sqlite3_bind_blob(s, 3, hash, CR_HASH_SIZE, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_DONE) {
+		idx->node_error = CR_ESQLITE;
+		snprintf(idx->node_message, sizeof(idx->node_message), "%s", sqlite3_errmsg(idx->db));
+	}
+	sqlite3_reset(s);
+}
+
+int cr_index_node_error(cr_index *idx)
+{
+	int rc = idx->node_error;
+
+	idx->node_error = 0;
+	if (rc)
+		cr_error_set(rc, "index: adding a tree node: %s", idx->node_message);
+	return rc;
+}
+
+int cr_index_leaf(cr_index *idx, uint64_t i, uint8_t out[CR_HASH_SIZE])
+{
+	sqlite3_stmt *s = stmt(idx, ST_LEAF);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == CR_HASH_SIZE) {
+		memcpy(out, sqlite3_column_blob(s, 0), CR_HASH_SIZE);
+		rc = 0;
+	} else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+		rc = cr_error_set(CR_ENOTFOUND, "index has no leaf %" PRIu64, i);
+	} else {
+		rc = db_fail(idx, "reading a leaf");
+	}
+	sqlite3_reset(s);
+	return rc;
+}
+
+int cr_index_segment_of(cr_index *idx, uint64_t i, uint64_t *first, char path[64])
+{
+	sqlite3_stmt *s = stmt(idx, ST_SEGMENT_OF);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*first = (uint64_t)sqlite3_column_int64(s, 0);
+		snprintf(path, 64, "%s", (const char *)sqlite3_column_text(s, 1));
+		rc = 0;
+	} else if (rc == SQLITE_DONE) {
+		rc = cr_error_set(CR_ENOTFOUND, "index has no segment for leaf %" PRIu64, i);
+	} else {
+		rc = db_fail(idx, "finding a segment");
+	}
+	sqlite3_reset(s);
+	return rc;
+}
+
+/* Subtree hash for proofs: a kept node, one leaf, or computed from leaves. */
+static int index_subtree(void *ctx, unsigned level, uint64_t pos, uint8_t out[CR_HASH_SIZE])
+{
+	cr_index *idx = ctx;
+	sqlite3_stmt *s;
+	uint64_t first, n, got = 0;
+	cr_merkle_state tree;
+	int rc;
+
+	if (level == 0)
+		return cr_index_leaf(idx, pos, out);
+	if (level >= CR_INDEX_NODE_LEVEL) {
+		s = stmt(idx, ST_NODE);
+		sqlite3_bind_int(s, 1, (int)level);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)pos);
+		rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == CR_HASH_SIZE) {
+			memcpy(out, sqlite3_column_blob(s, 0), CR_HASH_SIZE);
+			sqlite3_reset(s);
+			return 0;
+		}
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+			return db_fail(idx, "reading a tree node");
+		if (level >= 63)
+			return cr_error_set(CR_ENOTFOUND, "index has no tree node %u/%" PRIu64, level, pos);
+		/* Not kept (an older index): fall back to the two children. */
+		{
+			uint8_t l[CR_HASH_SIZE], r[CR_HASH_SIZE];
+
+			if ((rc = index_subtree(ctx, level - 1, 2 * pos, l)) != 0 ||
+			    (rc = index_subtree(ctx, level - 1, 2 * pos + 1, r)) != 0)
+				return rc;
+			cr_merkle_node_hash(out, l, r);
+			return 0;
+		}
+	}
+	n = 1ull << level;
+	first = pos << level;
+	cr_merkle_state_init(&tree);
+	s = stmt(idx, ST_LEAF_RANGE);
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)first);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)(first + n));
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((uint64_t)sqlite3_column_int64(s, 0) != first + got ||
+		    sqlite3_column_bytes(s, 1) != CR_HASH_SIZE)
+			break;
+		if ((rc = cr_merkle_state_append(&tree, sqlite3_column_blob(s, 1), NULL, NULL)) != 0) {
+			sqlite3_reset(s);
+			return rc;
+		}
+		got++;
+	}
+	sqlite3_reset(s);
+	if (got != n)
+		return cr_error_set(CR_ENOTFOUND, "index lacks leaves %" PRIu64 "..%" PRIu64, first,
+		                    first + n - 1);
+	cr_merkle_state_root(&tree, out);
+	return 0;
+}
+
+void cr_index_merkle_source(cr_index *idx, cr_merkle_source *src)
+{
+	src->subtree = index_subtree;
+	src->ctx = idx;
+}
+
+int cr_index_clear_derived(cr_index *idx)
+{
+	return exec(idx, "DELETE FROM events; DELETE FROM files; DELETE FROM segments;"
+	                 "DELETE FROM nodes; DELETE FROM meta WHERE key IN ('size','frontier','head');");
+}
+
+int cr_index_cache_get(cr_index *idx, const cr_file_id *id, uint8_t out[CR_SHA256_SIZE])
+{
+	sqlite3_stmt *s = stmt(idx, ST_CACHE_GET);
+	int rc;
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id->dev);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)id->ino);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)id->size);
+	sqlite3_bind_int64(s, 4, id->mtime_ns);
+	sqlite3_bind_int64(s, 5, id->ctime_ns);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == CR_SHA256_SIZE) {
+		memcpy(out, sqlite3_column_blob(s, 0), CR_SHA256_SIZE);
+		rc = 0;
+	} else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+		rc = CR_ENOTFOUND;
+	} else {
+		rc = db_fail(idx, "reading the hash cache");
+	}
+	sqlite3_reset(s);
+	return rc;
+}
+
+int cr_index_cache_put(cr_index *idx, const cr_file_id *id, const uint8_t sha[CR_SHA256_SIZE])
+{
+	sqlite3_stmt *s = stmt(idx, ST_CACHE_PUT);
+
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)id->dev);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)id->ino);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)id->size);
+	sqlite3_bind_int64(s, 4, id->mtime_ns);
+	sqlite3_bind_int64(s, 5, id->ctime_ns);
+	sqlite3_bind_blob(s, 6, sha, CR_SHA256_SIZE, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		return db_fail(idx, "writing the hash cache");
+	sqlite3_reset(s);
+	return 0;
+}
+
+int cr_index_witness_add(cr_index *idx, uint64_t size, const uint8_t root[CR_HASH_SIZE],
+                         const char *commit)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = 0;
+
+	if (sqlite3_prepare_v2(idx->db,
+	                       "INSERT OR IGNORE INTO witness(size, root, git_commit) VALUES (?1, ?2, ?3)",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_fail(idx, "preparing the witness");
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)size);
+	sqlite3_bind_blob(s, 2, root, CR_HASH_SIZE, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, commit, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		rc = db_fail(idx, "writing the witness");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int cr_index_witness_foreach(cr_index *idx, cr_index_witness_fn fn, void *ctx)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = 0, step;
+
+	if (sqlite3_prepare_v2(idx->db, "SELECT size, root, git_commit FROM witness ORDER BY size", -1,
+	                       &s, NULL) != SQLITE_OK)
+		return db_fail(idx, "reading the witness");
+	while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(s, 1) != CR_HASH_SIZE) {
+			rc = cr_error_set(CR_ECORRUPT, "index: malformed witness row");
+			break;
+		}
+		rc = fn(ctx, (uint64_t)sqlite3_column_int64(s, 0), sqlite3_column_blob(s, 1),
+		        (const char *)sqlite3_column_text(s, 2));
+		if (rc)
+			break;
+	}
+	if (!rc && step != SQLITE_DONE)
+		rc = db_fail(idx, "reading the witness");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+static int count_query(cr_index *idx, const char *sql, uint64_t *out)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = 0;
+
+	if (sqlite3_prepare_v2(idx->db, sql, -1, &s, NULL) != SQLITE_OK)
+		return db_fail(idx, sql);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		*out = (uint64_t)sqlite3_column_int64(s, 0);
+	else
+		rc = db_fail(idx, sql);
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int cr_index_counts_get(cr_index *idx, cr_index_counts *out)
+{
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = count_query(idx, "SELECT count(*) FROM events", &out->events)) != 0 ||
+	    (rc = count_query(idx, "SELECT count(*) FROM segments", &out->segments)) != 0 ||
+	    (rc = count_query(idx, "SELECT count(*) FROM files", &out->files)) != 0 ||
+	    (rc = count_query(idx, "SELECT coalesce(sum(size), 0) FROM files", &out->file_bytes)) != 0 ||
+	    (rc = count_query(idx, "SELECT count(*) FROM hash_cache", &out->cache_entries)) != 0)
+		return rc;
+	return 0;
+}
+
+int cr_index_type_counts(cr_index *idx, int (*fn)(void *ctx, const char *type, uint64_t n),
+                         void *ctx)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = 0, step;
+
+	if (sqlite3_prepare_v2(idx->db, "SELECT type, count(*) FROM events GROUP BY type ORDER BY type",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_fail(idx, "counting events");
+	while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((rc = fn(ctx, (const char *)sqlite3_column_text(s, 0),
+		             (uint64_t)sqlite3_column_int64(s, 1))) != 0)
+			break;
+	}
+	if (!rc && step != SQLITE_DONE)
+		rc = db_fail(idx, "counting events");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int cr_index_file_recorded(cr_index *idx, const char *path, size_t len,
+                           const uint8_t sha[CR_SHA256_SIZE])
+{
+	sqlite3_stmt *s = stmt(idx, ST_FILE_RECORDED);
+	int rc;
+
+	sqlite3_bind_blob(s, 1, sha, CR_SHA256_SIZE, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, path, (int)len, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return db_fail(idx, "looking up a file");
+}

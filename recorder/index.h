@@ -1,0 +1,83 @@
+/*
+ * The SQLite index (index.sqlite, WAL): events, files, segments, Merkle
+ * interior nodes and the log state, all derived from the log and rebuilt
+ * from it on demand; plus two tables that are not derived and survive a
+ * rebuild: the hash cache and the witness (every head this store wrote).
+ * SQLite errors are translated here and nowhere else.
+ */
+#ifndef CR_RECORDER_INDEX_H
+#define CR_RECORDER_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cleanroom/hash.h"
+#include "cleanroom/merkle.h"
+
+/* Interior nodes of at least this level are kept (subtrees of 256 leaves and up). */
+#define CR_INDEX_NODE_LEVEL 8
+
+typedef struct cr_index cr_index;
+
+int cr_index_open(cr_index **out, const char *path);
+void cr_index_free(cr_index *idx);
+
+int cr_index_begin(cr_index *idx);
+int cr_index_commit(cr_index *idx);
+void cr_index_rollback(cr_index *idx);
+
+/* The log state the index reflects: size, compact tree and head commit ("" if none). */
+int cr_index_state(cr_index *idx, cr_merkle_state *tree, char commit[41]);
+int cr_index_set_state(cr_index *idx, const cr_merkle_state *tree, const char *commit);
+
+/* Record one event (already encoded as leaf, parsed as ev) at leaf index i. */
+int cr_index_add_event(cr_index *idx, uint64_t i, const json_t *ev,
+                       const uint8_t leaf[CR_HASH_SIZE]);
+int cr_index_add_segment(cr_index *idx, uint64_t first, uint64_t count, const char *path,
+                         const char *commit);
+/* A cr_merkle_node_cb: keeps nodes of level >= CR_INDEX_NODE_LEVEL. Errors are kept in idx. */
+void cr_index_node_cb(void *ctx, unsigned level, uint64_t pos, const uint8_t hash[CR_HASH_SIZE]);
+/* The first error a node callback hit since the last call (then cleared), or 0. */
+int cr_index_node_error(cr_index *idx);
+
+/* A proof source reading leaf hashes and kept nodes. idx must outlive src. */
+void cr_index_merkle_source(cr_index *idx, cr_merkle_source *src);
+int cr_index_leaf(cr_index *idx, uint64_t i, uint8_t out[CR_HASH_SIZE]);
+/* The segment holding leaf i: its first leaf and repository path. */
+int cr_index_segment_of(cr_index *idx, uint64_t i, uint64_t *first, char path[64]);
+
+/* Remove every derived row (for a rebuild); the cache and witness stay. */
+int cr_index_clear_derived(cr_index *idx);
+
+int cr_index_cache_get(cr_index *idx, const cr_file_id *id, uint8_t out[CR_SHA256_SIZE]);
+int cr_index_cache_put(cr_index *idx, const cr_file_id *id, const uint8_t sha[CR_SHA256_SIZE]);
+
+/* 1 when a file event with this path and SHA-256 exists, 0 when not, < 0 on error. */
+int cr_index_file_recorded(cr_index *idx, const char *path, size_t len,
+                           const uint8_t sha[CR_SHA256_SIZE]);
+
+int cr_index_witness_add(cr_index *idx, uint64_t size, const uint8_t root[CR_HASH_SIZE],
+                         const char *commit);
+typedef int (*cr_index_witness_fn)(void *ctx, uint64_t size, const uint8_t root[CR_HASH_SIZE],
+                                   const char *commit);
+int cr_index_witness_foreach(cr_index *idx, cr_index_witness_fn fn, void *ctx);
+
+/* Counts for status. */
+typedef struct cr_index_counts {
+	uint64_t events;
+	uint64_t segments;
+	uint64_t files;
+	uint64_t file_bytes;
+	uint64_t cache_entries;
+} cr_index_counts;
+int cr_index_counts_get(cr_index *idx, cr_index_counts *out);
+/* Per-type counts: fn(ctx, type, count) in type order. */
+int cr_index_type_counts(cr_index *idx, int (*fn)(void *ctx, const char *type, uint64_t n),
+                         void *ctx);
+
+/* The underlying handle, for tests and the dump used to compare rebuilds. */
+struct sqlite3 *cr_index_db(cr_index *idx);
+
+#endif

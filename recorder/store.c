@@ -1,0 +1,654 @@
+/*
+ * The store ties the log (git, source of truth) and the index (SQLite,
+ * derived) together. Appends go to a pending segment and, in the same
+ * breath, into an open index transaction; a flush commits the segment to
+ * git first (the commit point) and the index transaction second. On open
+ * the index is reconciled with the log: caught up when it is merely
+ * behind, refused when they disagree.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "cleanroom/error.h"
+#include "cleanroom/event.h"
+#include "cleanroom/store.h"
+#include "recorder/index.h"
+#include "recorder/log.h"
+#include "util/buf.h"
+#include "util/codec.h"
+
+struct cr_store {
+	char *path;
+	char *git_dir;
+	int lock_fd;
+	unsigned flags;
+	cr_log *log;
+	cr_index *index;
+	cr_log_head head;          /* committed */
+	cr_merkle_state tree;      /* committed */
+	cr_merkle_state pending_tree;
+	cr_buf segment;            /* pending leaves, each + "\n" */
+	uint64_t pending;
+	int in_txn;
+};
+
+static char *join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+
+	if (p)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+int cr_store_init(const char *path)
+{
+	char *git_dir = NULL, *index_path = NULL, *lock = NULL;
+	cr_index *idx = NULL;
+	struct stat st;
+	int rc = 0, fd;
+
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return cr_error_set_errno(CR_EIO, errno, "cannot create store %s", path);
+	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+		return cr_error_set(CR_EINVAL, "%s is not a folder", path);
+	if ((git_dir = join(path, "log.git")) == NULL || (index_path = join(path, "index.sqlite")) == NULL ||
+	    (lock = join(path, "lock")) == NULL) {
+		rc = cr_error_set(CR_ENOMEM, "out of memory");
+		goto done;
+	}
+	if (stat(git_dir, &st) == 0) {
+		rc = cr_error_set(CR_EEXISTS, "%s already holds a store", path);
+		goto done;
+	}
+	if ((fd = open(lock, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		rc = cr_error_set_errno(CR_EIO, errno, "cannot create %s", lock);
+		goto done;
+	}
+	close(fd);
+	if ((rc = cr_log_init(git_dir)) != 0 || (rc = cr_index_open(&idx, index_path)) != 0)
+		goto done;
+done:
+	cr_index_free(idx);
+	free(git_dir);
+	free(index_path);
+	free(lock);
+	return rc;
+}
+
+static int take_lock(cr_store *s)
+{
+	char *lock = join(s->path, "lock");
+	char pid[32];
+	int n;
+
+	if (!lock)
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (s->lock_fd < 0) {
+		int e = errno;
+
+		free(lock);
+		return cr_error_set_errno(CR_EIO, e, "cannot open the store lock");
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		char other[32] = "";
+
+		n = (int)pread(s->lock_fd, other, sizeof(other) - 1, 0);
+		other[n > 0 ? n : 0] = '\0';
+		other[strcspn(other, "\n")] = '\0';
+		free(lock);
+		return cr_error_set(CR_ELOCKED, "store %s is being written by another cleanroom process%s%s%s",
+		                    s->path, other[0] ? " (pid " : "", other, other[0] ? ")" : "");
+	}
+	free(lock);
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
+		return cr_error_set_errno(CR_EIO, errno, "cannot write the store lock");
+	return 0;
+}
+
+/* Replay state of an index catch-up or rebuild. */
+typedef struct catchup {
+	cr_store *store;
+	cr_merkle_state tree;
+	uint64_t segments;
+} catchup;
+
+static int index_segment(void *ctx, const cr_log_segment *seg)
+{
+	catchup *c = ctx;
+	cr_store *s = c->store;
+	uint8_t root[CR_HASH_SIZE];
+	size_t pos = 0;
+	uint64_t count = 0;
+	int rc;
+
+	if (seg->first != c->tree.size)
+		return cr_error_set(CR_ECORRUPT, "commit %.12s: segment %s starts at leaf %" PRIu64
+		                    ", expected %" PRIu64 " (run `cleanroom check`)",
+		                    seg->commit, seg->path, seg->first, c->tree.size);
+	if ((rc = cr_index_begin(s->index)) != 0)
+		return rc;
+	while (pos < seg->len) {
+		const char *eol = memchr(seg->data + pos, '\n', seg->len - pos);
+		size_t n;
+		uint8_t hash[CR_HASH_SIZE];
+		json_t *ev = NULL;
+
+		if (!eol) {
+			rc = cr_error_set(CR_ECORRUPT, "segment %s is truncated", seg->path);
+			goto fail;
+		}
+		n = (size_t)(eol - (seg->data + pos));
+		if ((rc = cr_event_parse(&ev, seg->data + pos, n)) != 0) {
+			rc = cr_error_set(CR_ECORRUPT, "segment %s, leaf %" PRIu64 ": %s", seg->path,
+			                  c->tree.size, cr_error_last());
+			goto fail;
+		}
+		cr_merkle_leaf_hash(hash, seg->data + pos, n);
+		rc = cr_index_add_event(s->index, c->tree.size, ev, hash);
+		json_decref(ev);
+		if (rc || (rc = cr_merkle_state_append(&c->tree, hash, cr_index_node_cb, s->index)) != 0 ||
+		    (rc = cr_index_node_error(s->index)) != 0)
+			goto fail;
+		count++;
+		pos += n + 1;
+	}
+	cr_merkle_state_root(&c->tree, root);
+	if (count != seg->count || c->tree.size != seg->tree_size ||
+	    CRYPTO_memcmp(root, seg->root, CR_HASH_SIZE) != 0) {
+		rc = cr_error_set(CR_ECORRUPT, "commit %.12s: recorded size/root do not match its events "
+		                  "(run `cleanroom check`)", seg->commit);
+		goto fail;
+	}
+	if ((rc = cr_index_add_segment(s->index, seg->first, count, seg->path, seg->commit)) != 0 ||
+	    (rc = cr_index_set_state(s->index, &c->tree, seg->commit)) != 0 ||
+	    (rc = cr_index_witness_add(s->index, c->tree.size, root, seg->commit)) != 0 ||
+	    (rc = cr_index_commit(s->index)) != 0)
+		goto fail;
+	c->segments++;
+	return 0;
+fail:
+	cr_index_rollback(s->index);
+	return rc;
+}
+
+/* Index everything the log holds beyond the index's state. */
+static int catch_up(cr_store *s)
+{
+	catchup c;
+	char commit[41];
+	int rc;
+
+	memset(&c, 0, sizeof(c));
+	c.store = s;
+	if ((rc = cr_index_state(s->index, &c.tree, commit)) != 0)
+		return rc;
+	if ((rc = cr_log_walk(s->log, c.tree.size, index_segment, &c)) != 0)
+		return rc;
+	s->tree = c.tree;
+	return 0;
+}
+
+static int reconcile(cr_store *s)
+{
+	cr_merkle_state tree;
+	char commit[41];
+	uint8_t root[CR_HASH_SIZE];
+	int rc;
+
+	if ((rc = cr_index_state(s->index, &tree, commit)) != 0)
+		return rc;
+	if (tree.size == s->head.size && strcmp(commit, s->head.commit) == 0) {
+		cr_merkle_state_root(&tree, root);
+		if (CRYPTO_memcmp(root, s->head.root, CR_HASH_SIZE) != 0)
+			return cr_error_set(CR_ECORRUPT, "the index root differs from the log's at size %" PRIu64
+			                    " (run `cleanroom check`)", tree.size);
+		s->tree = tree;
+		return 0;
+	}
+	if (tree.size < s->head.size && (tree.size == 0 || cr_log_contains(s->log, commit))) {
+		if (!(s->flags & CR_STORE_WRITE)) {
+			/* Catching up writes; a reader does it only when no writer is busy. */
+			if (take_lock(s) != 0) {
+				cr_error_clear();
+				s->tree = tree;
+				return 0;
+			}
+		}
+		return catch_up(s);
+	}
+	return cr_error_set(CR_ECORRUPT,
+	                    "the index (size %" PRIu64 ", head %.12s) does not match the log (size %" PRIu64
+	                    ", head %.12s): run `cleanroom check`, then `cleanroom index rebuild`",
+	                    tree.size, commit[0] ? commit : "none", s->head.size,
+	                    s->head.commit[0] ? s->head.commit : "none");
+}
+
+int cr_store_open(cr_store **out, const char *path, unsigned flags)
+{
+	cr_store *s = NULL;
+	char *index_path = NULL;
+	struct stat st;
+	int rc = 0;
+
+	*out = NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	s->lock_fd = -1;
+	s->flags = flags;
+	if ((s->path = strdup(path)) == NULL || (s->git_dir = join(path, "log.git")) == NULL ||
+	    (index_path = join(path, "index.sqlite")) == NULL) {
+		rc = cr_error_set(CR_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (stat(s->git_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		rc = cr_error_set(CR_ENOTFOUND, "no store at %s (create one with `cleanroom init`)", path);
+		goto fail;
+	}
+	if ((flags & CR_STORE_WRITE) && (rc = take_lock(s)) != 0)
+		goto fail;
+	if ((rc = cr_log_open(&s->log, s->git_dir)) != 0 ||
+	    (rc = cr_index_open(&s->index, index_path)) != 0 ||
+	    (rc = cr_log_head_read(s->log, &s->head)) != 0)
+		goto fail;
+	if (!(flags & CR_STORE_RAW) && (rc = reconcile(s)) != 0)
+		goto fail;
+	s->pending_tree = s->tree;
+	free(index_path);
+	*out = s;
+	return 0;
+fail:
+	free(index_path);
+	cr_store_free(s);
+	return rc;
+}
+
+void cr_store_free(cr_store *s)
+{
+	if (!s)
+		return;
+	if (s->in_txn)
+		cr_index_rollback(s->index);
+	cr_index_free(s->index);
+	cr_log_free(s->log);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* releases the flock */
+	cr_buf_free(&s->segment);
+	free(s->git_dir);
+	free(s->path);
+	free(s);
+}
+
+const char *cr_store_path(const cr_store *s)
+{
+	return s->path;
+}
+
+void cr_store_state_get(const cr_store *s, cr_store_state *out)
+{
+	out->size = s->tree.size;
+	cr_merkle_state_root(&s->tree, out->root);
+	snprintf(out->commit, sizeof(out->commit), "%s", s->head.commit);
+}
+
+uint64_t cr_store_pending(const cr_store *s)
+{
+	return s->pending;
+}
+
+static void discard_pending(cr_store *s)
+{
+	if (s->in_txn)
+		cr_index_rollback(s->index);
+	s->in_txn = 0;
+	s->pending = 0;
+	s->pending_tree = s->tree;
+	cr_buf_clear(&s->segment);
+}
+
+int cr_store_append(cr_store *s, const json_t *ev, uint64_t *out_index)
+{
+	uint8_t hash[CR_HASH_SIZE];
+	size_t start = s->segment.len;
+	int rc;
+
+	if (!(s->flags & CR_STORE_WRITE))
+		return cr_error_set(CR_EINVAL, "store %s is open read-only", s->path);
+	if (!s->in_txn) {
+		if ((rc = cr_index_begin(s->index)) != 0)
+			return rc;
+		s->in_txn = 1;
+	}
+	if ((rc = cr_event_encode(ev, &s->segment)) != 0)
+		return rc;
+	cr_merkle_leaf_hash(hash, s->segment.ptr + start, s->segment.len - start);
+	if ((rc = cr_buf_putc(&s->segment, '\n')) != 0 ||
+	    (rc = cr_index_add_event(s->index, s->pending_tree.size, ev, hash)) != 0 ||
+	    (rc = cr_merkle_state_append(&s->pending_tree, hash, cr_index_node_cb, s->index)) != 0 ||
+	    (rc = cr_index_node_error(s->index)) != 0) {
+		/* The index transaction may hold part of this event: drop the segment. */
+		discard_pending(s);
+		return cr_error_set(rc, "%s (the pending segment was discarded)", cr_error_last());
+	}
+	if (out_index)
+		*out_index = s->pending_tree.size - 1;
+	s->pending++;
+	if (s->segment.len >= CR_STORE_SEGMENT_BYTES || s->pending >= CR_STORE_SEGMENT_EVENTS)
+		return cr_store_flush(s);
+	return 0;
+}
+
+int cr_store_flush(cr_store *s)
+{
+	cr_log_head head;
+	uint8_t root[CR_HASH_SIZE];
+	char path[CR_LOG_PATH_MAX];
+	uint64_t first = s->tree.size;
+	int rc;
+
+	if (s->pending == 0) {
+		if (s->in_txn) {
+			/* Cache entries written without events still count. */
+			s->in_txn = 0;
+			return cr_index_commit(s->index);
+		}
+		return 0;
+	}
+	cr_merkle_state_root(&s->pending_tree, root);
+	if ((rc = cr_log_append(s->log, &s->head, first, s->pending, s->segment.ptr, s->segment.len,
+	                        root, &head)) != 0) {
+		discard_pending(s);
+		return rc;
+	}
+	/* Committed: from here on the events are in the log whatever happens. */
+	s->head = head;
+	s->tree = s->pending_tree;
+	s->pending = 0;
+	cr_buf_clear(&s->segment);
+	cr_log_segment_path(path, first);
+	rc = cr_index_add_segment(s->index, first, s->tree.size - first, path, head.commit);
+	if (!rc)
+		rc = cr_index_set_state(s->index, &s->tree, head.commit);
+	if (!rc)
+		rc = cr_index_witness_add(s->index, s->tree.size, root, head.commit);
+	if (!rc)
+		rc = cr_index_commit(s->index);
+	s->in_txn = 0;
+	if (rc) {
+		cr_index_rollback(s->index);
+		return cr_error_set(rc, "events %" PRIu64 "..%" PRIu64 " are committed to the log, but the "
+		                    "index was not updated (%s); it catches up on the next open",
+		                    first, s->tree.size - 1, cr_error_last());
+	}
+	return 0;
+}
+
+int cr_store_cache_get(cr_store *s, const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE])
+{
+	return cr_index_cache_get(s->index, id, sha);
+}
+
+int cr_store_cache_put(cr_store *s, const cr_file_id *id, const uint8_t sha[CR_SHA256_SIZE])
+{
+	int rc;
+
+	/* Cache entries ride in the pending segment's transaction. */
+	if (!s->in_txn && (s->flags & CR_STORE_WRITE)) {
+		if ((rc = cr_index_begin(s->index)) != 0)
+			return rc;
+		s->in_txn = 1;
+	}
+	return cr_index_cache_put(s->index, id, sha);
+}
+
+int cr_store_file_recorded(cr_store *s, const char *path, size_t len,
+                           const uint8_t sha[CR_SHA256_SIZE])
+{
+	return cr_index_file_recorded(s->index, path, len, sha);
+}
+
+static int resolve_size(cr_store *s, uint64_t *size)
+{
+	if (*size == 0)
+		*size = s->tree.size;
+	if (*size > s->tree.size)
+		return cr_error_set(CR_ERANGE, "tree size %" PRIu64 " is beyond the log's %" PRIu64, *size,
+		                    s->tree.size);
+	return 0;
+}
+
+int cr_store_leaf_hash(cr_store *s, uint64_t index, uint8_t out[CR_HASH_SIZE])
+{
+	if (index >= s->tree.size)
+		return cr_error_set(CR_ERANGE, "leaf %" PRIu64 " is beyond the log's %" PRIu64 " leaves",
+		                    index, s->tree.size);
+	return cr_index_leaf(s->index, index, out);
+}
+
+int cr_store_root_at(cr_store *s, uint64_t size, uint8_t out[CR_HASH_SIZE])
+{
+	cr_merkle_source src;
+	int rc;
+
+	if ((rc = resolve_size(s, &size)) != 0)
+		return rc;
+	cr_index_merkle_source(s->index, &src);
+	return cr_merkle_root(&src, size, out);
+}
+
+int cr_store_inclusion_proof(cr_store *s, uint64_t index, uint64_t size,
+                             uint8_t path[][CR_HASH_SIZE], size_t *path_len)
+{
+	cr_merkle_source src;
+	int rc;
+
+	if ((rc = resolve_size(s, &size)) != 0)
+		return rc;
+	cr_index_merkle_source(s->index, &src);
+	return cr_merkle_inclusion_proof(&src, index, size, path, path_len);
+}
+
+int cr_store_consistency_proof(cr_store *s, uint64_t size1, uint64_t size2,
+                               uint8_t path[][CR_HASH_SIZE], size_t *path_len)
+{
+	cr_merkle_source src;
+	int rc;
+
+	if ((rc = resolve_size(s, &size2)) != 0)
+		return rc;
+	cr_index_merkle_source(s->index, &src);
+	return cr_merkle_consistency_proof(&src, size1, size2, path, path_len);
+}
+
+typedef struct foreach_ctx {
+	uint64_t from;
+	uint64_t limit;
+	cr_store_event_fn fn;
+	void *ctx;
+} foreach_ctx;
+
+static int foreach_segment(void *ctx, const cr_log_segment *seg)
+{
+	foreach_ctx *f = ctx;
+	size_t pos = 0;
+	uint64_t i = seg->first;
+	int rc;
+
+	while (pos < seg->len && i < f->limit) {
+		const char *eol = memchr(seg->data + pos, '\n', seg->len - pos);
+		size_t n = eol ? (size_t)(eol - (seg->data + pos)) : seg->len - pos;
+
+		if (i >= f->from && (rc = f->fn(f->ctx, i, seg->data + pos, n)) != 0)
+			return rc;
+		i++;
+		pos += n + 1;
+	}
+	return 0;
+}
+
+int cr_store_foreach_event(cr_store *s, uint64_t from, cr_store_event_fn fn, void *ctx)
+{
+	foreach_ctx f = {from, s->tree.size, fn, ctx};
+
+	return cr_log_walk(s->log, from, foreach_segment, &f);
+}
+
+/* State of a whole-store check. */
+typedef struct check_ctx {
+	cr_store *store;
+	cr_store_problem_fn problem;
+	void *ctx;
+	uint64_t problems;
+	uint64_t index_mismatches;
+	uint64_t index_size;
+} check_ctx;
+
+static void check_problem(void *ctx, const char *where, const char *what)
+{
+	check_ctx *c = ctx;
+
+	c->problems++;
+	c->problem(c->ctx, where, what);
+}
+
+static int check_leaf(void *ctx, uint64_t index, const char *leaf, size_t len,
+                      const uint8_t hash[CR_HASH_SIZE])
+{
+	check_ctx *c = ctx;
+	uint8_t have[CR_HASH_SIZE];
+	char where[64];
+
+	(void)leaf;
+	(void)len;
+	if (index >= c->index_size)
+		return 0; /* beyond the index: reported once, by size */
+	if (cr_index_leaf(c->store->index, index, have) != 0 ||
+	    CRYPTO_memcmp(have, hash, CR_HASH_SIZE) != 0) {
+		cr_error_clear();
+		if (++c->index_mismatches <= 10) {
+			snprintf(where, sizeof(where), "index leaf %" PRIu64, index);
+			check_problem(c, where, "the index's leaf hash differs from the log's event");
+		}
+	}
+	return 0;
+}
+
+static int check_witness(void *ctx, uint64_t size, const uint8_t root[CR_HASH_SIZE],
+                         const char *commit)
+{
+	check_ctx *c = ctx;
+	uint64_t have_size;
+	uint8_t have_root[CR_HASH_SIZE];
+	char where[80];
+
+	snprintf(where, sizeof(where), "head %.12s (size %" PRIu64 ")", commit, size);
+	if (!cr_log_contains(c->store->log, commit)) {
+		check_problem(c, where, "this store wrote this head, but the log's history no longer "
+		                        "contains it (history rewritten or replaced)");
+		return 0;
+	}
+	if (cr_log_commit_state(c->store->log, commit, &have_size, have_root) != 0) {
+		check_problem(c, where, cr_error_last());
+		cr_error_clear();
+		return 0;
+	}
+	if (have_size != size || CRYPTO_memcmp(have_root, root, CR_HASH_SIZE) != 0)
+		check_problem(c, where, "the commit no longer records the size and root this store wrote");
+	return 0;
+}
+
+int cr_store_check(cr_store *s, cr_store_problem_fn problem, void *ctx, cr_store_check_result *out)
+{
+	cr_log_check_result lr;
+	cr_merkle_state itree;
+	char icommit[41];
+	check_ctx c;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	memset(&c, 0, sizeof(c));
+	c.store = s;
+	c.problem = problem;
+	c.ctx = ctx;
+	if ((rc = cr_index_state(s->index, &itree, icommit)) != 0) {
+		check_problem(&c, "index", cr_error_last());
+		cr_merkle_state_init(&itree);
+	}
+	c.index_size = itree.size;
+	rc = cr_log_check(s->log, check_problem, check_leaf, &c, &lr);
+	if (rc != 0 && rc != CR_EVERIFY)
+		return rc;
+	if ((rc = cr_index_witness_foreach(s->index, check_witness, &c)) != 0)
+		return rc;
+	if (itree.size != lr.size || strcmp(icommit, s->head.commit) != 0) {
+		char what[256];
+
+		snprintf(what, sizeof(what),
+		         "the index reflects %" PRIu64 " events (head %.12s), the log holds %" PRIu64
+		         " (head %.12s)",
+		         itree.size, icommit[0] ? icommit : "none", lr.size,
+		         s->head.commit[0] ? s->head.commit : "none");
+		check_problem(&c, "index", what);
+	}
+	out->commits = lr.commits;
+	out->size = lr.size;
+	memcpy(out->root, lr.root, CR_HASH_SIZE);
+	out->problems = c.problems;
+	return c.problems ? CR_EVERIFY : 0;
+}
+
+int cr_store_rebuild_index(cr_store *s)
+{
+	catchup c;
+	int rc;
+
+	if (!(s->flags & CR_STORE_WRITE))
+		return cr_error_set(CR_EINVAL, "store %s is open read-only", s->path);
+	if ((rc = cr_index_begin(s->index)) != 0)
+		return rc;
+	if ((rc = cr_index_clear_derived(s->index)) != 0 || (rc = cr_index_commit(s->index)) != 0) {
+		cr_index_rollback(s->index);
+		return rc;
+	}
+	memset(&c, 0, sizeof(c));
+	c.store = s;
+	cr_merkle_state_init(&c.tree);
+	if ((rc = cr_log_walk(s->log, 0, index_segment, &c)) != 0)
+		return rc;
+	s->tree = c.tree;
+	s->pending_tree = c.tree;
+	return 0;
+}
+
+int cr_store_counts_get(cr_store *s, cr_store_counts *out)
+{
+	cr_index_counts c;
+	int rc = cr_index_counts_get(s->index, &c);
+
+	if (rc)
+		return rc;
+	out->events = c.events;
+	out->segments = c.segments;
+	out->files = c.files;
+	out->file_bytes = c.file_bytes;
+	out->cache_entries = c.cache_entries;
+	return 0;
+}
+
+int cr_store_type_counts(cr_store *s, int (*fn)(void *ctx, const char *type, uint64_t n), void *ctx)
+{
+	return cr_index_type_counts(s->index, fn, ctx);
+}
