@@ -71,6 +71,7 @@ int cmd_status(int argc, char **argv)
 	} else {
 		const char *key;
 		json_t *v;
+		int first = 1;
 
 		printf("store       %s\n", abs);
 		printf("tree size   %llu\n", (unsigned long long)state.size);
@@ -78,8 +79,10 @@ int cmd_status(int argc, char **argv)
 		printf("head        %s\n", state.commit[0] ? state.commit : "(no commits)");
 		printf("events      %llu", (unsigned long long)counts.events);
 		json_object_foreach(types, key, v)
-			printf("%s %s %lld", key == json_object_iter_key(json_object_iter(types)) ? " (" : ",",
-			       key, (long long)json_integer_value(v));
+		{
+			printf("%s%s %lld", first ? " (" : ", ", key, (long long)json_integer_value(v));
+			first = 0;
+		}
 		printf("%s\n", json_object_size(types) ? ")" : "");
 		printf("files       %llu (%s)\n", (unsigned long long)counts.files, cli_bytes(b, counts.file_bytes));
 		printf("segments    %llu\n", (unsigned long long)counts.segments);
