@@ -164,6 +164,23 @@ static int collect(const char *const *paths, size_t n, path_list *out, const cr_
 	return 0;
 }
 
+/*
+ * A file modified within the timestamp granularity of being hashed could
+ * change again without its mtime/ctime moving ("racy git"); such a file
+ * is not cached, so the next add hashes it again.
+ */
+#define RACY_NS 2000000000LL
+
+static int racy(const cr_file_id *id)
+{
+	struct timespec now;
+	int64_t t;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	t = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	return t - id->mtime_ns < RACY_NS || t - id->ctime_ns < RACY_NS;
+}
+
 static int append_input(cr_store *store, const char *path, const uint8_t sha[32], uint64_t size,
                         const struct timespec *now)
 {
@@ -254,7 +271,7 @@ static int add_batch(cr_store *store, char **paths, size_t n, const cr_add_optio
 		state[i] = 2;
 		st->hashed_files++;
 		st->hashed_bytes += jb->id.size;
-		if ((rc = cr_store_cache_put(store, &jb->id, jb->sha256)) != 0)
+		if (!racy(&jb->id) && (rc = cr_store_cache_put(store, &jb->id, jb->sha256)) != 0)
 			goto done;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
