@@ -169,7 +169,7 @@ static int collect(const char *const *paths, size_t n, path_list *out, const cr_
  * change again without its mtime/ctime moving ("racy git"); such a file
  * is not cached, so the next add hashes it again.
  */
-#define RACY_NS 2000000000LL
+#define RACY_NS 100000000LL /* well above the kernel's coarse timestamp tick */
 
 static int racy(const cr_file_id *id)
 {

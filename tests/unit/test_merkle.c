@@ -90,16 +90,6 @@ static int hex_decode(const char *hex, uint8_t *out, size_t cap, size_t *len)
 	return 0;
 }
 
-static void hex_print(const char *what, const uint8_t *h)
-{
-	int i;
-
-	fprintf(stderr, "  %s ", what);
-	for (i = 0; i < HSZ; i++)
-		fprintf(stderr, "%02x", h[i]);
-	fprintf(stderr, "\n");
-}
-
 static unsigned bitlen64(uint64_t x)
 {
 	return x ? 64u - (unsigned)__builtin_clzll(x) : 0u;
@@ -408,6 +398,23 @@ static void sparse_root(const sparse *sp, uint64_t n, uint8_t out[HSZ])
 		ref_node(out, sub[b], out);
 }
 
+/* The compact-state frontier of the sparse tree of n leaves, largest first. */
+static size_t sparse_frontier(const sparse *sp, uint64_t n, uint8_t *buf)
+{
+	uint64_t start = 0;
+	size_t len = 0;
+	unsigned k;
+
+	for (k = 64; k-- > 0;) {
+		if (n >> k & 1) {
+			sparse_hash(sp, k, start >> k, buf + len);
+			start += UINT64_C(1) << k;
+			len += HSZ;
+		}
+	}
+	return len;
+}
+
 /* ---- JSON fixtures ------------------------------------------------------ */
 
 static char *read_text(const char *path)
@@ -469,18 +476,17 @@ static char *quote_big_ints(const char *in)
 		} else if (c == '"') {
 			in_str = 1;
 			out[o++] = in[i++];
-		} else if (c >= '0' && c <= '9') {
+		} else if ((c >= '0' && c <= '9') || c == '-') {
 			size_t j = i;
-			int plain = 1;
+			int digits_only = 1;
 
-			while (j < n && strchr("0123456789.eE+-", in[j]))
-				if (!(in[j] >= '0' && in[j++] <= '9') || (j--, 0)) {
-					plain = 0;
-					j++;
-				} else {
-					j++;
-				}
-			if (plain && j - i >= 19) {
+			/* A number token; n == strlen(in), so in[j] is never the NUL here. */
+			while (j < n && strchr("0123456789.eE+-", in[j])) {
+				if (in[j] < '0' || in[j] > '9')
+					digits_only = 0;
+				j++;
+			}
+			if (digits_only && j - i >= 19) {
 				out[o++] = '"';
 				memcpy(out + o, in + i, j - i);
 				o += j - i;
@@ -1357,24 +1363,7 @@ static void test_big_trees(void)
 		sparse_root(&sp, n, b);
 		CHECK_MEM(a, b, HSZ);
 		/* The compact state loaded with the same subtrees agrees. */
-		len = 0;
-		for (k = 64; k-- > 0;)
-			if (n >> k & 1) {
-				sparse_hash(&sp, k, (n >> k) - 1 - 0, buf + len);
-				len += HSZ;
-			}
-		/* frontier[k] covers leaves [n with bits below k cleared - 2^k, ...) */
-		len = 0;
-		{
-			uint64_t start = 0;
-
-			for (k = 64; k-- > 0;)
-				if (n >> k & 1) {
-					sparse_hash(&sp, k, start >> k, buf + len);
-					start += UINT64_C(1) << k;
-					len += HSZ;
-				}
-		}
+		len = sparse_frontier(&sp, n, buf);
 		REQUIRE(cr_merkle_state_load(&st, n, buf, len) == 0);
 		cr_merkle_state_root(&st, b);
 		CHECK_MEM(a, b, HSZ);
@@ -1445,15 +1434,9 @@ static void test_big_trees(void)
 
 	/* Appending to 2^63 - 1 leaves carries through all 63 levels. */
 	{
-		uint64_t n = (UINT64_C(1) << 63) - 1, start = 0;
+		uint64_t n = (UINT64_C(1) << 63) - 1;
 
-		len = 0;
-		for (k = 64; k-- > 0;)
-			if (n >> k & 1) {
-				sparse_hash(&sp, k, start >> k, buf + len);
-				start += UINT64_C(1) << k;
-				len += HSZ;
-			}
+		len = sparse_frontier(&sp, n, buf);
 		REQUIRE(cr_merkle_state_load(&st, n, buf, len) == 0);
 		sparse_hash(&sp, 0, n, leaf);
 		memset(&lg, 0, sizeof(lg));
@@ -1472,16 +1455,10 @@ static void test_big_trees(void)
 
 	/* The last leaf fits; one more is CR_ERANGE and changes nothing. */
 	{
-		uint64_t n = UINT64_MAX - 1, start = 0;
+		uint64_t n = UINT64_MAX - 1;
 		cr_merkle_state snap;
 
-		len = 0;
-		for (k = 64; k-- > 0;)
-			if (n >> k & 1) {
-				sparse_hash(&sp, k, start >> k, buf + len);
-				start += UINT64_C(1) << k;
-				len += HSZ;
-			}
+		len = sparse_frontier(&sp, n, buf);
 		REQUIRE(cr_merkle_state_load(&st, n, buf, len) == 0);
 		sparse_hash(&sp, 0, n, leaf);
 		REQUIRE(cr_merkle_state_append(&st, leaf, NULL, NULL) == 0);
