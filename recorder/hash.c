@@ -21,8 +21,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -220,17 +222,67 @@ static int open_error(const char *path, int err)
 	return cr_error_set_errno(CR_EIO, err, "open %s", path);
 }
 
-/* cr_hash_file with the caller's hasher; *nread gets the bytes hashed. */
-static int hash_file_with(hasher *h, const char *path, uint8_t out[CR_SHA256_SIZE],
+/*
+ * Hash an open regular file from offset 0 to EOF, taking its identity by
+ * fstat() before and after; name is for messages. *nread gets the bytes hashed.
+ */
+static int hash_open_file(hasher *h, int fd, const char *name, uint8_t out[CR_SHA256_SIZE],
                           cr_file_id *id, uint64_t *nread)
 {
 	struct stat before, after;
 	uint64_t len = 0;
-	int fd = -1, flags, rc;
+	int flags, rc;
 
 	memset(out, 0, CR_SHA256_SIZE);
 	*nread = 0;
+	if (fstat(fd, &before) < 0) {
+		rc = cr_error_set_errno(CR_EIO, errno, "fstat %s", name);
+		goto done;
+	}
+	if (!S_ISREG(before.st_mode)) {
+		rc = cr_error_set(CR_EINVAL, "%s: not a regular file", name);
+		goto done;
+	}
+	/* Regular files ignore O_NONBLOCK on Linux, but not every system does. */
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		rc = cr_error_set_errno(CR_EIO, errno, "fcntl %s", name);
+		goto done;
+	}
+	if (lseek(fd, 0, SEEK_SET) < 0) {
+		rc = cr_error_set_errno(CR_EIO, errno, "seek %s", name);
+		goto done;
+	}
+	file_id_from_stat(id, &before);
 
+	rc = hash_fd_with(h, fd, name, out, &len);
+	if (rc)
+		goto done;
+	*nread = len;
+
+	if (fstat(fd, &after) < 0) {
+		rc = cr_error_set_errno(CR_EIO, errno, "fstat %s", name);
+		goto done;
+	}
+	if (after.st_size != before.st_size || len != (uint64_t)before.st_size ||
+	    timespec_ns(&after.st_mtim) != id->mtime_ns ||
+	    timespec_ns(&after.st_ctim) != id->ctime_ns)
+		rc = cr_error_set(CR_HASH_CHANGED, "%s changed while it was read", name);
+
+done:
+	if (rc)
+		memset(out, 0, CR_SHA256_SIZE); /* never hand out a hash we do not vouch for */
+	return rc;
+}
+
+/* cr_hash_file with the caller's hasher; *nread gets the bytes hashed. */
+static int hash_file_with(hasher *h, const char *path, uint8_t out[CR_SHA256_SIZE],
+                          cr_file_id *id, uint64_t *nread)
+{
+	int fd, rc;
+
+	memset(out, 0, CR_SHA256_SIZE);
+	*nread = 0;
 	/*
 	 * O_NONBLOCK so that a FIFO at path is rejected below instead of
 	 * blocking open() until some writer shows up; O_NOCTTY so that a
@@ -239,39 +291,7 @@ static int hash_file_with(hasher *h, const char *path, uint8_t out[CR_SHA256_SIZ
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return open_error(path, errno);
-	if (fstat(fd, &before) < 0) {
-		rc = cr_error_set_errno(CR_EIO, errno, "fstat %s", path);
-		goto done;
-	}
-	if (!S_ISREG(before.st_mode)) {
-		rc = cr_error_set(CR_EINVAL, "%s: not a regular file", path);
-		goto done;
-	}
-	/* Regular files ignore O_NONBLOCK on Linux, but not every system does. */
-	flags = fcntl(fd, F_GETFL);
-	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
-		rc = cr_error_set_errno(CR_EIO, errno, "fcntl %s", path);
-		goto done;
-	}
-	file_id_from_stat(id, &before);
-
-	rc = hash_fd_with(h, fd, path, out, &len);
-	if (rc)
-		goto done;
-	*nread = len;
-
-	if (fstat(fd, &after) < 0) {
-		rc = cr_error_set_errno(CR_EIO, errno, "fstat %s", path);
-		goto done;
-	}
-	if (after.st_size != before.st_size || len != (uint64_t)before.st_size ||
-	    timespec_ns(&after.st_mtim) != id->mtime_ns ||
-	    timespec_ns(&after.st_ctim) != id->ctime_ns)
-		rc = cr_error_set(CR_HASH_CHANGED, "%s changed while it was read", path);
-
-done:
-	if (rc)
-		memset(out, 0, CR_SHA256_SIZE); /* never hand out a hash we do not vouch for */
+	rc = hash_open_file(h, fd, path, out, id, nread);
 	close(fd);
 	return rc;
 }
@@ -451,4 +471,233 @@ done:
 	}
 	pthread_mutex_destroy(&p.lock);
 	return rc;
+}
+
+/*
+ * The asynchronous pool used while recording: jobs queue under a mutex,
+ * workers hash them, results queue back and an eventfd wakes the owner's
+ * event loop. Each worker owns one hasher for its whole life.
+ */
+typedef struct pool_job {
+	struct pool_job *next;
+	uint64_t tag;
+	int fd;
+	char path[];
+} pool_job;
+
+typedef struct pool_result {
+	struct pool_result *next;
+	cr_hash_result r;
+} pool_result;
+
+struct cr_hash_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	pool_job *jobs, **jobs_tail;
+	pool_result *results, **results_tail;
+	size_t queued, running;
+	int stopping;
+	int efd;
+	unsigned nthreads;
+	pthread_t *threads;
+};
+
+static void *pool_worker(void *arg)
+{
+	cr_hash_pool *p = arg;
+	hasher h = {0};
+	int ready = hasher_init(&h);
+
+	for (;;) {
+		pool_job *j;
+		pool_result *res;
+		uint64_t nread, one = 1;
+		int rc;
+
+		pthread_mutex_lock(&p->lock);
+		while (!p->jobs && !p->stopping)
+			pthread_cond_wait(&p->wake, &p->lock);
+		if (!p->jobs) {
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		j = p->jobs;
+		p->jobs = j->next;
+		if (!p->jobs)
+			p->jobs_tail = &p->jobs;
+		p->queued--;
+		p->running++;
+		pthread_mutex_unlock(&p->lock);
+
+		res = calloc(1, sizeof(*res));
+		if (res) {
+			res->r.tag = j->tag;
+			if (ready != 0)
+				rc = ready;
+			else if (j->fd >= 0)
+				rc = hash_open_file(&h, j->fd, j->path, res->r.sha256, &res->r.id, &nread);
+			else
+				rc = hash_file_with(&h, j->path, res->r.sha256, &res->r.id, &nread);
+			res->r.rc = rc;
+			if (rc < 0)
+				snprintf(res->r.error, sizeof(res->r.error), "%s", cr_error_last());
+		}
+		if (j->fd >= 0)
+			close(j->fd);
+		free(j);
+
+		pthread_mutex_lock(&p->lock);
+		p->running--;
+		if (res) {
+			*p->results_tail = res;
+			p->results_tail = &res->next;
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (write(p->efd, &one, sizeof(one)) < 0) {
+			/* The counter saturating only delays the wake-up; nothing is lost. */
+		}
+	}
+	hasher_free(&h);
+	return NULL;
+}
+
+int cr_hash_pool_new(cr_hash_pool **out, unsigned threads)
+{
+	cr_hash_pool *p;
+	unsigned i;
+
+	*out = NULL;
+	if (threads == 0)
+		threads = cr_hash_default_threads();
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	if ((p = calloc(1, sizeof(*p))) == NULL ||
+	    (p->threads = calloc(threads, sizeof(*p->threads))) == NULL) {
+		free(p);
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	}
+	p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (p->efd < 0) {
+		int e = errno;
+
+		free(p->threads);
+		free(p);
+		return cr_error_set_errno(CR_EIO, e, "eventfd");
+	}
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->wake, NULL);
+	p->jobs_tail = &p->jobs;
+	p->results_tail = &p->results;
+	for (i = 0; i < threads; i++) {
+		if (pthread_create(&p->threads[i], NULL, pool_worker, p) != 0)
+			break;
+	}
+	p->nthreads = i;
+	if (i == 0) {
+		cr_hash_pool_free(p);
+		return cr_error_set(CR_ERROR, "cannot start hashing threads");
+	}
+	*out = p;
+	return 0;
+}
+
+int cr_hash_pool_submit(cr_hash_pool *p, uint64_t tag, const char *path, int fd)
+{
+	size_t n = strlen(path);
+	pool_job *j = malloc(sizeof(*j) + n + 1);
+
+	if (!j) {
+		if (fd >= 0)
+			close(fd);
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	}
+	j->next = NULL;
+	j->tag = tag;
+	j->fd = fd;
+	memcpy(j->path, path, n + 1);
+	pthread_mutex_lock(&p->lock);
+	*p->jobs_tail = j;
+	p->jobs_tail = &j->next;
+	p->queued++;
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+size_t cr_hash_pool_collect(cr_hash_pool *p, cr_hash_result *out, size_t max)
+{
+	size_t n = 0;
+	uint64_t counter;
+
+	if (read(p->efd, &counter, sizeof(counter)) < 0) {
+		/* EAGAIN: nothing signalled; results may still be queued. */
+	}
+	pthread_mutex_lock(&p->lock);
+	while (p->results && n < max) {
+		pool_result *r = p->results;
+
+		p->results = r->next;
+		if (!p->results)
+			p->results_tail = &p->results;
+		out[n++] = r->r;
+		free(r);
+	}
+	if (p->results) {
+		uint64_t one = 1;
+
+		/* More left: keep the eventfd readable. */
+		if (write(p->efd, &one, sizeof(one)) < 0) {
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+size_t cr_hash_pool_busy(cr_hash_pool *p)
+{
+	size_t n;
+	pool_result *r;
+
+	pthread_mutex_lock(&p->lock);
+	n = p->queued + p->running;
+	for (r = p->results; r; r = r->next)
+		n++;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+int cr_hash_pool_eventfd(const cr_hash_pool *p)
+{
+	return p->efd;
+}
+
+void cr_hash_pool_free(cr_hash_pool *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stopping = 1;
+	pthread_cond_broadcast(&p->wake);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < p->nthreads; i++)
+		pthread_join(p->threads[i], NULL);
+	while (p->jobs) {
+		pool_job *j = p->jobs;
+
+		p->jobs = j->next;
+		if (j->fd >= 0)
+			close(j->fd);
+		free(j);
+	}
+	while (p->results) {
+		pool_result *r = p->results;
+
+		p->results = r->next;
+		free(r);
+	}
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->wake);
+	close(p->efd);
+	free(p->threads);
+	free(p);
 }

@@ -69,6 +69,36 @@ typedef void (*cr_hash_progress_fn)(void *ctx, size_t done, size_t total, uint64
 int cr_hash_many(cr_hash_job *jobs, size_t n, unsigned threads,
                  cr_hash_progress_fn progress, void *ctx);
 
+/*
+ * An asynchronous pool for the recorder: submit files by path or by open
+ * descriptor, collect results when the pool's eventfd is readable.
+ */
+typedef struct cr_hash_pool cr_hash_pool;
+
+typedef struct cr_hash_result {
+	uint64_t tag;                   /* as submitted */
+	int rc;                         /* as cr_hash_file */
+	uint8_t sha256[CR_SHA256_SIZE];
+	cr_file_id id;                  /* identity as read */
+	char error[256];                /* message when rc < 0 */
+} cr_hash_result;
+
+int cr_hash_pool_new(cr_hash_pool **out, unsigned threads);
+/*
+ * Queue a job. With fd >= 0 the pool hashes that descriptor (a regular
+ * file opened for reading; hashed from offset 0) and closes it; path then
+ * only names it in messages. Otherwise path is opened.
+ */
+int cr_hash_pool_submit(cr_hash_pool *pool, uint64_t tag, const char *path, int fd);
+/* Move up to max finished results to out (never blocks). */
+size_t cr_hash_pool_collect(cr_hash_pool *pool, cr_hash_result *out, size_t max);
+/* Jobs queued, running or finished but not collected. */
+size_t cr_hash_pool_busy(cr_hash_pool *pool);
+/* Readable when results may be waiting. */
+int cr_hash_pool_eventfd(const cr_hash_pool *pool);
+/* Stop the workers (after the jobs in hand) and free the pool. NULL-safe. */
+void cr_hash_pool_free(cr_hash_pool *pool);
+
 /* Online CPUs, at least 1. */
 unsigned cr_hash_default_threads(void);
 
