@@ -612,3 +612,31 @@ int cr_index_file_recorded(cr_index *idx, const char *path, size_t len,
 		return 0;
 	return db_fail(idx, "looking up a file");
 }
+
+int cr_index_find_files(cr_index *idx, const char *path, size_t path_len, const uint8_t *sha,
+                        const char *type, int (*fn)(void *ctx, uint64_t i), void *ctx)
+{
+	sqlite3_stmt *s = NULL;
+	const char *sql = sha ? "SELECT f.idx FROM files f JOIN events e ON e.idx = f.idx "
+	                        "WHERE f.sha256 = ?1 AND (?2 IS NULL OR e.type = ?2) ORDER BY f.idx"
+	                      : "SELECT f.idx FROM files f JOIN events e ON e.idx = f.idx "
+	                        "WHERE f.path = ?1 AND (?2 IS NULL OR e.type = ?2) ORDER BY f.idx";
+	int rc = 0, step;
+
+	if (sqlite3_prepare_v2(idx->db, sql, -1, &s, NULL) != SQLITE_OK)
+		return db_fail(idx, "finding files");
+	if (sha)
+		sqlite3_bind_blob(s, 1, sha, CR_SHA256_SIZE, SQLITE_STATIC);
+	else
+		sqlite3_bind_text(s, 1, path, (int)path_len, SQLITE_STATIC);
+	if (type)
+		sqlite3_bind_text(s, 2, type, -1, SQLITE_STATIC);
+	while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((rc = fn(ctx, (uint64_t)sqlite3_column_int64(s, 0))) != 0)
+			break;
+	}
+	if (!rc && step != SQLITE_DONE)
+		rc = db_fail(idx, "finding files");
+	sqlite3_finalize(s);
+	return rc;
+}

@@ -64,6 +64,13 @@ typedef int (*cr_index_witness_fn)(void *ctx, uint64_t size, const uint8_t root[
                                    const char *commit);
 int cr_index_witness_foreach(cr_index *idx, cr_index_witness_fn fn, void *ctx);
 
+/*
+ * Leaf indexes of events naming a file by this path (raw bytes) or, when
+ * sha is not NULL, this SHA-256; of the given event type unless type is NULL.
+ */
+int cr_index_find_files(cr_index *idx, const char *path, size_t path_len, const uint8_t *sha,
+                        const char *type, int (*fn)(void *ctx, uint64_t i), void *ctx);
+
 /* Counts for status. */
 typedef struct cr_index_counts {
 	uint64_t events;

@@ -671,3 +671,32 @@ int cr_log_check(cr_log *log, cr_log_problem_fn problem, cr_log_leaf_fn leaf, vo
 		rc = CR_EVERIFY;
 	return rc;
 }
+
+int cr_log_read_segment(cr_log *log, const char *path, char **out, size_t *len)
+{
+	git_commit *commit = NULL;
+	git_blob *blob = NULL;
+	git_oid head;
+	int rc;
+
+	*out = NULL;
+	*len = 0;
+	if (git_reference_name_to_id(&head, log->repo, CR_LOG_BRANCH) < 0 ||
+	    git_commit_lookup(&commit, log->repo, &head) < 0)
+		return git_fail("reading the head commit");
+	rc = read_blob_at(log, commit, path, &blob);
+	if (!rc) {
+		size_t n = (size_t)git_blob_rawsize(blob);
+
+		if ((*out = malloc(n + 1)) == NULL) {
+			rc = cr_error_set(CR_ENOMEM, "out of memory");
+		} else {
+			memcpy(*out, git_blob_rawcontent(blob), n);
+			(*out)[n] = '\0';
+			*len = n;
+		}
+	}
+	git_blob_free(blob);
+	git_commit_free(commit);
+	return rc;
+}

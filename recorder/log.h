@@ -97,6 +97,9 @@ typedef struct cr_log_check_result {
 int cr_log_check(cr_log *log, cr_log_problem_fn problem, cr_log_leaf_fn leaf, void *ctx,
                  cr_log_check_result *out);
 
+/* Read the segment at path in the head commit; *out is malloc'ed (free it). */
+int cr_log_read_segment(cr_log *log, const char *path, char **out, size_t *len);
+
 /* Look up the tree size and root recorded in the commit with this id. */
 int cr_log_commit_state(cr_log *log, const char *commit, uint64_t *size,
                         uint8_t root[CR_HASH_SIZE]);

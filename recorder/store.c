@@ -652,3 +652,47 @@ int cr_store_type_counts(cr_store *s, int (*fn)(void *ctx, const char *type, uin
 {
 	return cr_index_type_counts(s->index, fn, ctx);
 }
+
+int cr_store_event_get(cr_store *s, uint64_t index, char **out, size_t *len)
+{
+	char path[64], *data = NULL;
+	uint64_t first, i;
+	size_t n, pos = 0;
+	int rc;
+
+	*out = NULL;
+	*len = 0;
+	if (index >= s->tree.size)
+		return cr_error_set(CR_ERANGE, "event %" PRIu64 " is beyond the log's %" PRIu64 " events",
+		                    index, s->tree.size);
+	if ((rc = cr_index_segment_of(s->index, index, &first, path)) != 0 ||
+	    (rc = cr_log_read_segment(s->log, path, &data, &n)) != 0)
+		return rc;
+	for (i = first; pos < n; i++) {
+		char *eol = memchr(data + pos, '\n', n - pos);
+		size_t m = eol ? (size_t)(eol - (data + pos)) : n - pos;
+
+		if (i == index) {
+			memmove(data, data + pos, m);
+			data[m] = '\0';
+			*out = data;
+			*len = m;
+			return 0;
+		}
+		pos += m + 1;
+	}
+	free(data);
+	return cr_error_set(CR_ECORRUPT, "segment %s does not hold event %" PRIu64, path, index);
+}
+
+int cr_store_find_files(cr_store *s, const char *key, const char *type,
+                        int (*fn)(void *ctx, uint64_t index), void *ctx)
+{
+	uint8_t sha[CR_SHA256_SIZE];
+	size_t n = strlen(key);
+
+	if (n == 64 && cr_hex_decode(sha, sizeof(sha), key, n) == 0)
+		return cr_index_find_files(s->index, NULL, 0, sha, type, fn, ctx);
+	cr_error_clear();
+	return cr_index_find_files(s->index, key, n, NULL, type, fn, ctx);
+}

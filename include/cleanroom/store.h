@@ -89,6 +89,17 @@ int cr_store_consistency_proof(cr_store *store, uint64_t size1, uint64_t size2,
 typedef int (*cr_store_event_fn)(void *ctx, uint64_t index, const char *leaf, size_t len);
 int cr_store_foreach_event(cr_store *store, uint64_t from, cr_store_event_fn fn, void *ctx);
 
+/* The exact leaf bytes of event `index`; *out is malloc'ed and NUL-terminated (free it). */
+int cr_store_event_get(cr_store *store, uint64_t index, char **out, size_t *len);
+
+/*
+ * Leaf indexes, in order, of events naming a file whose path is `key`, or
+ * whose SHA-256 is `key` when it is 64 hex digits; only events of `type`
+ * unless type is NULL.
+ */
+int cr_store_find_files(cr_store *store, const char *key, const char *type,
+                        int (*fn)(void *ctx, uint64_t index), void *ctx);
+
 /* Problems found by a check: where and what. */
 typedef void (*cr_store_problem_fn)(void *ctx, const char *where, const char *what);
 
