@@ -80,6 +80,8 @@ int cmd_prove(int argc, char **argv)
 		if (cli_parse_u64("prove", "OLD_SIZE", argv[optind], &size1) ||
 		    (argc - optind == 2 && cli_parse_u64("prove", "NEW_SIZE", argv[optind + 1], &size2)))
 			return EXIT_USAGE;
+		if (size1 == 0)
+			return cli_usage_error("prove", "OLD_SIZE must be at least 1 (every log extends the empty one)");
 	} else {
 		if (argc - optind != 1)
 			return cli_usage_error("prove", "give exactly one leaf INDEX");

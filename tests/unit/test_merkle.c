@@ -32,7 +32,7 @@
 #include "cleanroom/merkle.h"
 #include "harness.h"
 
-#define HSZ CR_HASH_SIZE
+#define HSZ  CR_HASH_SIZE
 #define MAXP CR_MERKLE_MAX_PATH
 
 #ifndef CR_DEFAULT_VECTORS
@@ -42,12 +42,24 @@
 /* ---- small helpers ----------------------------------------------------- */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static int rng_seeded;
 
-/* splitmix64: deterministic, so a failure reproduces. */
+/*
+ * splitmix64: deterministic, so a failure reproduces. CR_TEST_SEED picks
+ * another sequence, to shake out data-dependent bugs.
+ */
 static uint64_t rng(void)
 {
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+	uint64_t z;
 
+	if (!rng_seeded) {
+		const char *seed = getenv("CR_TEST_SEED");
+
+		if (seed && *seed)
+			rng_state = strtoull(seed, NULL, 0);
+		rng_seeded = 1;
+	}
+	z = (rng_state += 0x9e3779b97f4a7c15ull);
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
@@ -567,10 +579,9 @@ static int json_hash(const json_t *v, uint8_t out[HSZ])
 
 /* ---- tampering ---------------------------------------------------------- */
 
-static int flip_bit(uint8_t *h, unsigned bit)
+static void flip_bit(uint8_t *h, unsigned bit)
 {
 	h[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-	return 0;
 }
 
 /* Copy p without element drop (drop >= len: no removal). */
@@ -683,7 +694,10 @@ static unsigned long tamper_inclusion(const uint8_t *leaf, uint64_t i, uint64_t 
 		memcpy(q[j + 1], p[j], HSZ);
 		wrong += lib_incl(leaf, i, n, (const uint8_t(*)[HSZ])q, len, root) != 0;
 	}
-	/* Any bit of the index (and +-1): the shape pins the index, so all must fail. */
+	/*
+	 * Any bit of the index (and +-1): the shape pins the index and the
+	 * leaves are distinct, so all must fail.
+	 */
 	for (bit = 0; bit < 64; bit++)
 		wrong += lib_incl(leaf, i ^ (UINT64_C(1) << bit), n, p, len, root) != 0;
 	wrong += lib_incl(leaf, i + 1, n, p, len, root) != 0;
@@ -700,8 +714,10 @@ static unsigned long tamper_inclusion(const uint8_t *leaf, uint64_t i, uint64_t 
 		int want = ref_verify_inclusion(leaf, i, alt[a], p, len, root);
 
 		if (got != want) {
-			fprintf(stderr, "inclusion (%" PRIu64 ", %" PRIu64 ") as size %" PRIu64
-			                ": got %d want %d\n", i, n, alt[a], got, want);
+			fprintf(stderr,
+			        "inclusion (%" PRIu64 ", %" PRIu64 ") as size %" PRIu64
+			        ": got %d want %d\n",
+			        i, n, alt[a], got, want);
 			wrong++;
 		}
 		n_size_aliases += (unsigned long)(got == 1 && alt[a] != n);
@@ -768,20 +784,24 @@ static unsigned long tamper_consistency(uint64_t s1, uint64_t s2, const uint8_t 
 		alt[nalt][0] = s1;
 		alt[nalt++][1] = s2 ^ (UINT64_C(1) << bit);
 	}
-	alt[nalt][0] = s1 + 1, alt[nalt++][1] = s2;
-	alt[nalt][0] = s1 - 1, alt[nalt++][1] = s2;
-	alt[nalt][0] = s1 ^ 2, alt[nalt++][1] = s2;
-	alt[nalt][0] = s1, alt[nalt++][1] = s2 + 1;
-	alt[nalt][0] = s1, alt[nalt++][1] = s2 - 1;
-	alt[nalt][0] = s1, alt[nalt++][1] = s2 * 2;
-	alt[nalt][0] = s1, alt[nalt++][1] = s2 / 2;
+	{
+		const uint64_t more[][2] = {{s1 + 1, s2}, {s1 - 1, s2}, {s1 ^ 2, s2}, {s1, s2 + 1},
+		                            {s1, s2 - 1}, {s1, s2 * 2}, {s1, s2 / 2}};
+
+		for (a = 0; a < sizeof(more) / sizeof(more[0]); a++) {
+			alt[nalt][0] = more[a][0];
+			alt[nalt++][1] = more[a][1];
+		}
+	}
 	for (a = 0; a < nalt; a++) {
 		int got = lib_cons(alt[a][0], alt[a][1], r1, r2, p, len);
 		int want = ref_verify_consistency(alt[a][0], alt[a][1], r1, r2, p, len);
 
 		if (got != want) {
-			fprintf(stderr, "consistency %" PRIu64 "->%" PRIu64 " as %" PRIu64 "->%" PRIu64
-			                ": got %d want %d\n", s1, s2, alt[a][0], alt[a][1], got, want);
+			fprintf(stderr,
+			        "consistency %" PRIu64 "->%" PRIu64 " as %" PRIu64 "->%" PRIu64
+			        ": got %d want %d\n",
+			        s1, s2, alt[a][0], alt[a][1], got, want);
 			wrong++;
 		}
 		n_size_aliases += (unsigned long)(got == 1);
@@ -796,9 +816,10 @@ static int root_for(const json_t *roots, uint64_t size, uint8_t out[HSZ])
 	size_t i;
 	json_t *r;
 
-	json_array_foreach(roots, i, r) {
+	for (i = 0; i < json_array_size(roots); i++) {
 		uint64_t s;
 
+		r = json_array_get(roots, i);
 		if (json_u64(json_object_get(r, "size"), &s) == 0 && s == size)
 			return json_hash(json_object_get(r, "root"), out);
 	}
@@ -808,7 +829,7 @@ static int root_for(const json_t *roots, uint64_t size, uint8_t out[HSZ])
 static void test_vectors(void)
 {
 	json_t *v = load_fixture("rfc6962_vectors.json");
-	json_t *leaves, *hashes, *roots, *incl, *cons, *hasher, *e;
+	json_t *leaves, *hashes, *roots, *incl, *cons, *hasher;
 	uint8_t data[256], lh[16][HSZ], want[HSZ], got[HSZ], path[MAXP][HSZ], given[MAXP][HSZ];
 	size_t nleaves, i, len, glen, dlen, k;
 	cr_merkle_memory mem;
@@ -841,7 +862,8 @@ static void test_vectors(void)
 
 	/* Roots of every size, from the compact state and from the source. */
 	REQUIRE(json_array_size(roots) == nleaves + 1);
-	json_array_foreach(roots, i, e) {
+	for (i = 0; i < json_array_size(roots); i++) {
+		json_t *e = json_array_get(roots, i);
 		uint64_t size;
 
 		REQUIRE(json_u64(json_object_get(e, "size"), &size) == 0 && size <= nleaves);
@@ -857,15 +879,16 @@ static void test_vectors(void)
 
 	/* Inclusion: generated proofs equal the given ones, and the given ones verify. */
 	REQUIRE(json_array_size(incl) > 0);
-	json_array_foreach(incl, i, e) {
+	for (i = 0; i < json_array_size(incl); i++) {
+		json_t *e = json_array_get(incl, i);
 		uint64_t index, size;
-		json_t *p = json_object_get(e, "path"), *h;
+		json_t *p = json_object_get(e, "path");
 
 		REQUIRE(json_u64(json_object_get(e, "index"), &index) == 0);
 		REQUIRE(json_u64(json_object_get(e, "size"), &size) == 0);
 		REQUIRE(json_is_array(p) && json_array_size(p) <= MAXP && index < nleaves);
-		json_array_foreach(p, glen, h)
-			REQUIRE(json_hash(h, given[glen]) == 0);
+		for (glen = 0; glen < json_array_size(p); glen++)
+			REQUIRE(json_hash(json_array_get(p, glen), given[glen]) == 0);
 		glen = json_array_size(p);
 		REQUIRE(root_for(roots, size, want) == 0);
 		CHECK(cr_merkle_inclusion_proof(&src, index, size, path, &len) == 0);
@@ -879,16 +902,17 @@ static void test_vectors(void)
 
 	/* Consistency, likewise. */
 	REQUIRE(json_array_size(cons) > 0);
-	json_array_foreach(cons, i, e) {
+	for (i = 0; i < json_array_size(cons); i++) {
+		json_t *e = json_array_get(cons, i);
 		uint64_t s1, s2;
 		uint8_t r2[HSZ];
-		json_t *p = json_object_get(e, "path"), *h;
+		json_t *p = json_object_get(e, "path");
 
 		REQUIRE(json_u64(json_object_get(e, "size1"), &s1) == 0);
 		REQUIRE(json_u64(json_object_get(e, "size2"), &s2) == 0);
 		REQUIRE(json_is_array(p) && json_array_size(p) <= MAXP);
-		json_array_foreach(p, glen, h)
-			REQUIRE(json_hash(h, given[glen]) == 0);
+		for (glen = 0; glen < json_array_size(p); glen++)
+			REQUIRE(json_hash(json_array_get(p, glen), given[glen]) == 0);
 		glen = json_array_size(p);
 		REQUIRE(root_for(roots, s1, want) == 0 && root_for(roots, s2, r2) == 0);
 		CHECK(cr_merkle_consistency_proof(&src, s1, s2, path, &len) == 0);
@@ -896,11 +920,13 @@ static void test_vectors(void)
 		CHECK(memcmp(path, given, glen * HSZ) == 0);
 		CHECK(cr_merkle_verify_consistency(s1, s2, want, r2, (const uint8_t(*)[HSZ])given,
 		                                   glen) == 0);
-		CHECK(tamper_consistency(s1, s2, want, r2, (const uint8_t(*)[HSZ])given, glen) == 0);
+		CHECK(tamper_consistency(s1, s2, want, r2, (const uint8_t(*)[HSZ])given, glen) ==
+		      0);
 	}
 
 	/* Hasher known answers. */
-	json_array_foreach(hasher, i, e) {
+	for (i = 0; i < json_array_size(hasher); i++) {
+		json_t *e = json_array_get(hasher, i);
 		const char *kind = json_string_value(json_object_get(e, "kind"));
 		uint8_t l[64], r[64];
 		size_t ll, rl;
@@ -915,10 +941,10 @@ static void test_vectors(void)
 			cr_merkle_leaf_hash(got, dlen ? data : NULL, dlen);
 			CHECK_MEM(got, want, HSZ);
 		} else if (strcmp(kind, "node") == 0) {
-			REQUIRE(hex_decode(json_string_value(json_object_get(e, "left")), l, sizeof(l),
-			                   &ll) == 0);
-			REQUIRE(hex_decode(json_string_value(json_object_get(e, "right")), r, sizeof(r),
-			                   &rl) == 0);
+			REQUIRE(hex_decode(json_string_value(json_object_get(e, "left")), l,
+			                   sizeof(l), &ll) == 0);
+			REQUIRE(hex_decode(json_string_value(json_object_get(e, "right")), r,
+			                   sizeof(r), &rl) == 0);
 			if (ll == HSZ && rl == HSZ) {
 				cr_merkle_node_hash(got, l, r);
 			} else {
@@ -973,7 +999,7 @@ static int probe_decode(const json_t *v, probe_hash *out)
 static void test_probes(void)
 {
 	json_t *v = load_fixture("rfc6962_probes.json");
-	json_t *incl, *cons, *e, *h;
+	json_t *incl, *cons, *h;
 	uint8_t proof[MAXP][HSZ];
 	size_t i, j, n_api = 0, n_decoder = 0, n_big = 0;
 
@@ -983,7 +1009,8 @@ static void test_probes(void)
 	REQUIRE(json_is_array(incl) && json_array_size(incl) > 0);
 	REQUIRE(json_is_array(cons) && json_array_size(cons) > 0);
 
-	json_array_foreach(incl, i, e) {
+	for (i = 0; i < json_array_size(incl); i++) {
+		json_t *e = json_array_get(incl, i);
 		const char *file = json_string_value(json_object_get(e, "file"));
 		json_t *p = json_object_get(e, "proof");
 		int want_err = json_is_true(json_object_get(e, "wantErr"));
@@ -999,7 +1026,8 @@ static void test_probes(void)
 		REQUIRE(json_is_array(p) && json_array_size(p) <= MAXP);
 		n_big += index > INT64_MAX;
 		exact = leaf.exact;
-		json_array_foreach(p, j, h) {
+		for (j = 0; j < json_array_size(p); j++) {
+			h = json_array_get(p, j);
 			REQUIRE(probe_decode(h, &ph) == 0);
 			memcpy(proof[j], ph.h, HSZ);
 			exact &= ph.exact;
@@ -1009,7 +1037,8 @@ static void test_probes(void)
 			n_decoder++;
 		} else {
 			cr_error_clear();
-			rc = cr_merkle_verify_inclusion(leaf.h, index, size, (const uint8_t(*)[HSZ])proof,
+			rc = cr_merkle_verify_inclusion(leaf.h, index, size,
+			                                (const uint8_t(*)[HSZ])proof,
 			                                json_array_size(p), root.h);
 			if (rc != 0)
 				CHECK(cr_error_last()[0] != '\0');
@@ -1022,7 +1051,8 @@ static void test_probes(void)
 		}
 	}
 
-	json_array_foreach(cons, i, e) {
+	for (i = 0; i < json_array_size(cons); i++) {
+		json_t *e = json_array_get(cons, i);
 		const char *file = json_string_value(json_object_get(e, "file"));
 		json_t *p = json_object_get(e, "proof");
 		int want_err = json_is_true(json_object_get(e, "wantErr"));
@@ -1036,7 +1066,8 @@ static void test_probes(void)
 		REQUIRE(probe_decode(json_object_get(e, "root1"), &r1) == 0);
 		REQUIRE(probe_decode(json_object_get(e, "root2"), &r2) == 0);
 		REQUIRE(json_is_array(p) && json_array_size(p) <= MAXP);
-		json_array_foreach(p, j, h) {
+		for (j = 0; j < json_array_size(p); j++) {
+			h = json_array_get(p, j);
 			REQUIRE(probe_decode(h, &ph) == 0);
 			memcpy(proof[j], ph.h, HSZ);
 			exact &= ph.exact;
@@ -1046,8 +1077,8 @@ static void test_probes(void)
 			n_decoder++;
 		} else {
 			cr_error_clear();
-			rc = cr_merkle_verify_consistency(s1, s2, r1.h, r2.h, (const uint8_t(*)[HSZ])proof,
-			                                  json_array_size(p));
+			rc = cr_merkle_verify_consistency(
+			    s1, s2, r1.h, r2.h, (const uint8_t(*)[HSZ])proof, json_array_size(p));
 			if (rc != 0)
 				CHECK(cr_error_last()[0] != '\0');
 			n_api++;
@@ -1060,21 +1091,31 @@ static void test_probes(void)
 	}
 	/* The 2^64 - 1 leaf indexes must have reached the verifier, not been skipped. */
 	CHECK(n_big >= 2);
-	fprintf(stderr, "  probes: %zu through the API, %zu rejected by the length decoder, "
-	                "%zu with leafIdx > INT64_MAX\n", n_api, n_decoder, n_big);
+	fprintf(stderr,
+	        "  probes: %zu through the API, %zu rejected by the length decoder, "
+	        "%zu with leafIdx > INT64_MAX\n",
+	        n_api, n_decoder, n_big);
 	json_decref(v);
 }
 
 /* ---- tests: generated --------------------------------------------------- */
 
+/*
+ * Distinct leaf hashes of random data. Distinct matters: with two equal
+ * neighbours, moving a proof to the other index is a correct answer, not a
+ * forgery.
+ */
 static void random_leaves(uint8_t (*lh)[HSZ], size_t n)
 {
-	uint8_t d[64];
+	static uint64_t serial;
+	uint8_t d[72];
 	size_t i, len;
 
 	for (i = 0; i < n; i++) {
-		len = (size_t)(rng() % sizeof(d));
-		rng_bytes(d, len);
+		serial++;
+		memcpy(d, &serial, sizeof(serial));
+		len = sizeof(serial) + (size_t)(rng() % (sizeof(d) - sizeof(serial)));
+		rng_bytes(d + sizeof(serial), len - sizeof(serial));
 		ref_leaf(lh[i], d, len);
 	}
 }
@@ -1121,13 +1162,16 @@ static void test_inclusion_exhaustive(void)
 			ref_path(i, (const uint8_t(*)[HSZ])lh, n, want, &wlen);
 			CHECK(len == wlen);
 			CHECK(memcmp(path, want, wlen * HSZ) == 0);
-			CHECK(cr_merkle_verify_inclusion(lh[i], i, n, (const uint8_t(*)[HSZ])path, len,
-			                                 c) == 0);
-			CHECK(ref_verify_inclusion(lh[i], i, n, (const uint8_t(*)[HSZ])path, len, c));
+			CHECK(cr_merkle_verify_inclusion(lh[i], i, n, (const uint8_t(*)[HSZ])path,
+			                                 len, c) == 0);
+			CHECK(
+			    ref_verify_inclusion(lh[i], i, n, (const uint8_t(*)[HSZ])path, len, c));
 			wrong = tamper_inclusion(lh[i], i, n, (const uint8_t(*)[HSZ])path, len, c);
 			if (wrong)
-				fprintf(stderr, "inclusion (%" PRIu64 ", %" PRIu64 "): %lu tampered "
-				                "variants misjudged\n", i, n, wrong);
+				fprintf(stderr,
+				        "inclusion (%" PRIu64 ", %" PRIu64 "): %lu tampered "
+				        "variants misjudged\n",
+				        i, n, wrong);
 			wrong_total += wrong;
 		}
 	}
@@ -1174,8 +1218,10 @@ static void test_consistency_exhaustive(void)
 			wrong = tamper_consistency(s1, s2, roots[s1], roots[s2],
 			                           (const uint8_t(*)[HSZ])path, len);
 			if (wrong)
-				fprintf(stderr, "consistency %" PRIu64 "->%" PRIu64 ": %lu tampered "
-				                "variants misjudged\n", s1, s2, wrong);
+				fprintf(stderr,
+				        "consistency %" PRIu64 "->%" PRIu64 ": %lu tampered "
+				        "variants misjudged\n",
+				        s1, s2, wrong);
 			wrong_total += wrong;
 		}
 	}
@@ -1184,8 +1230,10 @@ static void test_consistency_exhaustive(void)
 	CHECK(cr_merkle_consistency_proof(&msrc, 0, 5, path, &len) == 0 && len == 0);
 	CHECK(cr_merkle_verify_consistency(0, 5, roots[0], roots[5], NULL, 0) == CR_EVERIFY);
 	CHECK(cr_merkle_verify_consistency(0, 0, roots[0], roots[0], NULL, 0) == CR_EVERIFY);
-	fprintf(stderr, "  %lu verifications so far; %lu altered sizes verified, as the "
-	                "reference verifier agrees they must\n", n_verifications, n_size_aliases);
+	fprintf(stderr,
+	        "  %lu verifications so far; %lu altered sizes verified, as the "
+	        "reference verifier agrees they must\n",
+	        n_verifications, n_size_aliases);
 }
 
 /* Any range, aligned or not, against MTH of the slice. */
@@ -1336,10 +1384,18 @@ static void test_save_load(void)
 /* Trees of up to 2^64 - 1 leaves: no shift or sum may overflow. */
 static void test_big_trees(void)
 {
-	static const uint64_t specials[] = {0, 1, UINT64_C(1) << 62, UINT64_C(1) << 63,
-	                                    (UINT64_C(1) << 63) + 5, UINT64_MAX - 2, UINT64_MAX - 1};
-	static const uint64_t sizes[] = {UINT64_MAX, UINT64_MAX - 1, UINT64_C(1) << 63,
-	                                 (UINT64_C(1) << 63) + 1, (UINT64_C(1) << 63) - 1,
+	static const uint64_t specials[] = {0,
+	                                    1,
+	                                    UINT64_C(1) << 62,
+	                                    UINT64_C(1) << 63,
+	                                    (UINT64_C(1) << 63) + 5,
+	                                    UINT64_MAX - 2,
+	                                    UINT64_MAX - 1};
+	static const uint64_t sizes[] = {UINT64_MAX,
+	                                 UINT64_MAX - 1,
+	                                 UINT64_C(1) << 63,
+	                                 (UINT64_C(1) << 63) + 1,
+	                                 (UINT64_C(1) << 63) - 1,
 	                                 (UINT64_C(1) << 40) + 12345};
 	static sparse sp;
 	uint8_t path[MAXP][HSZ], a[HSZ], b[HSZ], leaf[HSZ], buf[64 * HSZ];
@@ -1382,27 +1438,30 @@ static void test_big_trees(void)
 			CHECK(len == inner + border && len <= 64);
 			CHECK(cr_merkle_verify_inclusion(sp.special_hash[x], i, n,
 			                                 (const uint8_t(*)[HSZ])path, len, a) == 0);
-			CHECK(ref_verify_inclusion(sp.special_hash[x], i, n, (const uint8_t(*)[HSZ])path,
-			                           len, a));
+			CHECK(ref_verify_inclusion(sp.special_hash[x], i, n,
+			                           (const uint8_t(*)[HSZ])path, len, a));
 			CHECK(cr_merkle_verify_inclusion(sp.special_hash[x], i ^ 1, n,
-			                                 (const uint8_t(*)[HSZ])path, len, a) == CR_EVERIFY);
-			CHECK(cr_merkle_verify_inclusion(sp.plain[0], i, n, (const uint8_t(*)[HSZ])path,
-			                                 len, a) == CR_EVERIFY);
+			                                 (const uint8_t(*)[HSZ])path, len,
+			                                 a) == CR_EVERIFY);
+			CHECK(cr_merkle_verify_inclusion(sp.plain[0], i, n,
+			                                 (const uint8_t(*)[HSZ])path, len,
+			                                 a) == CR_EVERIFY);
 		}
-		/* Leaf 2^64 - 2 is the last leaf of the largest tree. */
+		/* Leaf 2^64 - 2 is the last one even in the largest tree. */
 		if (n == UINT64_MAX)
-			CHECK(cr_merkle_inclusion_proof(&src, UINT64_MAX, n, path, &len) == CR_ERANGE);
+			CHECK(cr_merkle_inclusion_proof(&src, UINT64_MAX, n, path, &len) ==
+			      CR_ERANGE);
 	}
 
 	/* Consistency between big sizes, including the 65-hash worst case. */
 	{
 		static const uint64_t pairs[][2] = {
-			{(UINT64_C(1) << 63) + 1, UINT64_MAX},
-			{1, UINT64_MAX},
-			{UINT64_C(1) << 63, UINT64_MAX},
-			{UINT64_MAX - 1, UINT64_MAX},
-			{(UINT64_C(1) << 32) + 3, (UINT64_C(1) << 40) + 5},
-			{3, UINT64_C(1) << 63},
+		    {(UINT64_C(1) << 63) + 1, UINT64_MAX},
+		    {1, UINT64_MAX},
+		    {UINT64_C(1) << 63, UINT64_MAX},
+		    {UINT64_MAX - 1, UINT64_MAX},
+		    {(UINT64_C(1) << 32) + 3, (UINT64_C(1) << 40) + 5},
+		    {3, UINT64_C(1) << 63},
 		};
 		size_t pi;
 		int saw65 = 0;
@@ -1417,11 +1476,12 @@ static void test_big_trees(void)
 			CHECK(chk.bad == 0);
 			CHECK(len <= MAXP);
 			saw65 |= len == 65;
-			CHECK(cr_merkle_verify_consistency(s1, s2, a, b, (const uint8_t(*)[HSZ])path,
-			                                   len) == 0);
-			CHECK(ref_verify_consistency(s1, s2, a, b, (const uint8_t(*)[HSZ])path, len));
-			CHECK(cr_merkle_verify_consistency(s1, s2, b, a, (const uint8_t(*)[HSZ])path,
-			                                   len) == CR_EVERIFY);
+			CHECK(cr_merkle_verify_consistency(s1, s2, a, b,
+			                                   (const uint8_t(*)[HSZ])path, len) == 0);
+			CHECK(
+			    ref_verify_consistency(s1, s2, a, b, (const uint8_t(*)[HSZ])path, len));
+			CHECK(cr_merkle_verify_consistency(
+			          s1, s2, b, a, (const uint8_t(*)[HSZ])path, len) == CR_EVERIFY);
 			if (len > 0) {
 				path[len - 1][0] ^= 1;
 				CHECK(cr_merkle_verify_consistency(s1, s2, a, b,
@@ -1599,7 +1659,8 @@ static void test_errors(void)
 		                                 MAXP + 8, out) == CR_EVERIFY);
 		CHECK(cr_error_last()[0] != '\0');
 		CHECK(cr_merkle_verify_consistency(3, UINT64_MAX, lh[0], out,
-		                                   (const uint8_t(*)[HSZ])big, MAXP + 8) == CR_EVERIFY);
+		                                   (const uint8_t(*)[HSZ])big,
+		                                   MAXP + 8) == CR_EVERIFY);
 	}
 }
 
@@ -1623,7 +1684,7 @@ static void count_node(void *ctx, unsigned level, uint64_t index, const uint8_t 
 static void test_append_speed(void)
 {
 	enum { N = 1000000 };
-	uint8_t (*lh)[HSZ] = malloc((size_t)N * HSZ);
+	uint8_t(*lh)[HSZ] = malloc((size_t)N * HSZ);
 	uint8_t a[HSZ], b[HSZ];
 	cr_merkle_state st;
 	cr_merkle_memory mem;
@@ -1663,5 +1724,4 @@ static void test_append_speed(void)
 
 TEST_MAIN(TEST(test_vectors), TEST(test_probes), TEST(test_inclusion_exhaustive),
           TEST(test_consistency_exhaustive), TEST(test_range_root), TEST(test_on_node),
-          TEST(test_save_load), TEST(test_big_trees), TEST(test_errors),
-          TEST(test_append_speed))
+          TEST(test_save_load), TEST(test_big_trees), TEST(test_errors), TEST(test_append_speed))

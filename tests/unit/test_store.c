@@ -69,7 +69,7 @@ static int append_n(cr_store *s, int first, int n, uint8_t (*leaves)[32])
 static void test_append_reopen_prove(void)
 {
 	static uint8_t leaves[N][32];
-	uint8_t path[64][32], want[64][32], root[32];
+	uint8_t path[CR_MERKLE_MAX_PATH][32], want[CR_MERKLE_MAX_PATH][32], root[32];
 	size_t n, m;
 	cr_store *s = NULL, *other = NULL;
 	cr_store_state st;
