@@ -38,8 +38,13 @@ static void on_problem(void *ctx, const char *path, const char *what)
 {
 	add_ui *ui = ctx;
 
-	if (ui->problems)
-		json_array_append_new(ui->problems, json_pack("{s:s,s:s}", "path", path, "problem", what));
+	if (ui->problems) {
+		json_t *o = json_object();
+
+		cli_json_set_path(o, "path", path);
+		json_object_set_new(o, "problem", json_string(what));
+		json_array_append_new(ui->problems, o);
+	}
 	if (!ui->quiet)
 		fprintf(stderr, "cleanroom add: %s: %s\n", path, what);
 }

@@ -40,15 +40,19 @@ int cmd_init(int argc, char **argv)
 	if (optind != argc)
 		return cli_usage_error("init", "unexpected argument '%s'", argv[optind]);
 	store = cli_store_path(store);
-	if ((rc = cr_store_init(store)) != 0)
-	{
+	if ((rc = cr_store_init(store)) != 0) {
 		cli_fail("init", rc);
 		return EXIT_ENV;
 	}
 	if (!realpath(store, abs))
 		snprintf(abs, sizeof(abs), "%s", store);
 	if (json)
-		cli_print_json(json_pack("{s:s,s:b}", "store", abs, "created", 1));
+	{
+		json_t *o = json_pack("{s:b}", "created", 1);
+
+		cli_json_set_path(o, "store", abs);
+		cli_print_json(o);
+	}
 	else
 		printf("Created an empty cleanroom store in %s\n", abs);
 	return EXIT_OK;

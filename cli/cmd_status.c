@@ -61,13 +61,16 @@ int cmd_status(int argc, char **argv)
 	if (!realpath(store_path, abs))
 		snprintf(abs, sizeof(abs), "%s", store_path);
 	if (json) {
-		cli_print_json(json_pack("{s:s,s:I,s:s,s:s?,s:I,s:o,s:I,s:I,s:I,s:I}", "store", abs,
+		json_t *o = json_pack("{s:I,s:s,s:s?,s:I,s:o,s:I,s:I,s:I,s:I}",
 		                         "tree_size", (json_int_t)state.size, "root", cli_hex32(hex, state.root),
 		                         "head", state.commit[0] ? state.commit : NULL, "events",
 		                         (json_int_t)counts.events, "events_by_type", types, "files",
 		                         (json_int_t)counts.files, "file_bytes", (json_int_t)counts.file_bytes,
 		                         "segments", (json_int_t)counts.segments, "hash_cache_entries",
-		                         (json_int_t)counts.cache_entries));
+		                         (json_int_t)counts.cache_entries);
+
+		cli_json_set_path(o, "store", abs);
+		cli_print_json(o);
 	} else {
 		const char *key;
 		json_t *v;

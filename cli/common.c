@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cleanroom/error.h"
+#include "cleanroom/event.h"
 #include "cli/common.h"
 #include "util/codec.h"
 
@@ -130,4 +131,10 @@ int cli_wants_help(int argc, char **argv)
 			return 1;
 	}
 	return 0;
+}
+
+void cli_json_set_path(json_t *obj, const char *key, const char *path)
+{
+	if (cr_event_set_path(obj, key, path, strlen(path)) != 0)
+		cr_error_clear();
 }

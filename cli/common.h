@@ -46,6 +46,9 @@ int cli_parse_u64(const char *cmd, const char *what, const char *s, uint64_t *ou
 /* Print a JSON value to stdout followed by a newline; steals the reference. */
 void cli_print_json(json_t *v);
 
+/* Set key to a path losslessly: a string, or key_b64 when it is not UTF-8. */
+void cli_json_set_path(json_t *obj, const char *key, const char *path);
+
 /* Hex of 32 bytes into a 65-byte buffer, returned. */
 const char *cli_hex32(char out[65], const uint8_t h[32]);
 

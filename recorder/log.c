@@ -179,7 +179,8 @@ static int commit_trailers(git_commit *commit, trailers *t)
 	if (parse_trailers(git_commit_message(commit), t) == 0)
 		return 0;
 	git_oid_tostr(id, sizeof(id), git_commit_id(commit));
-	return cr_error_set(CR_ECORRUPT, "commit %s: message lacks the Cleanroom trailers", id);
+	return cr_error_set(CR_ECORRUPT, "commit %s: message lacks the Cleanroom trailers "
+	                    "(run `cleanroom check`)", id);
 }
 
 int cr_log_head_read(cr_log *log, cr_log_head *out)
@@ -202,9 +203,9 @@ int cr_log_head_read(cr_log *log, cr_log_head *out)
 		rc = git_fail("reading the head commit");
 		goto done;
 	}
+	git_oid_tostr(out->commit, sizeof(out->commit), git_commit_id(commit));
 	if ((rc = commit_trailers(commit, &t)) != 0)
 		goto done;
-	git_oid_tostr(out->commit, sizeof(out->commit), git_commit_id(commit));
 	out->size = t.size;
 	memcpy(out->root, t.root, CR_HASH_SIZE);
 done:
@@ -343,10 +344,13 @@ done:
 	return rc;
 }
 
-/* A revwalk over the branch, oldest first, first parents only. */
-static int walk_start(cr_log *log, git_revwalk **out, int *empty)
+/*
+ * A revwalk over the branch, oldest first, first parents only; with
+ * `after`, only the commits that follow that one.
+ */
+static int walk_start_after(cr_log *log, const char *after, git_revwalk **out, int *empty)
 {
-	git_oid head;
+	git_oid head, hide;
 	int err;
 
 	*out = NULL;
@@ -358,12 +362,19 @@ static int walk_start(cr_log *log, git_revwalk **out, int *empty)
 	}
 	if (err < 0 || git_revwalk_new(out, log->repo) < 0 ||
 	    git_revwalk_sorting(*out, GIT_SORT_TOPOLOGICAL | GIT_SORT_REVERSE) < 0 ||
-	    git_revwalk_simplify_first_parent(*out) < 0 || git_revwalk_push(*out, &head) < 0) {
+	    git_revwalk_simplify_first_parent(*out) < 0 || git_revwalk_push(*out, &head) < 0 ||
+	    (after && *after &&
+	     (git_oid_fromstr(&hide, after) < 0 || git_revwalk_hide(*out, &hide) < 0))) {
 		git_revwalk_free(*out);
 		*out = NULL;
 		return git_fail("walking the log");
 	}
 	return 0;
+}
+
+static int walk_start(cr_log *log, git_revwalk **out, int *empty)
+{
+	return walk_start_after(log, NULL, out, empty);
 }
 
 static int read_blob_at(cr_log *log, git_commit *commit, const char *path, git_blob **out)
@@ -444,9 +455,12 @@ typedef struct check_state {
 	cr_log *log;
 	cr_log_problem_fn problem;
 	cr_log_leaf_fn leaf;
+	cr_log_commit_fn done;
 	void *ctx;
 	cr_merkle_state tree;
 	uint64_t problems;
+	char seg_path[CR_LOG_PATH_MAX]; /* the segment the current commit added */
+	uint64_t seg_first, seg_count;
 } check_state;
 
 static void report(check_state *st, const char *where, const char *fmt, ...)
@@ -598,6 +612,9 @@ static int check_commit(check_state *st, git_commit *commit)
 		}
 		rc = replay_segment(st, where, path, git_blob_rawcontent(blob),
 		                    (size_t)git_blob_rawsize(blob), &count);
+		snprintf(st->seg_path, sizeof(st->seg_path), "%s", path);
+		st->seg_first = first;
+		st->seg_count = count;
 		git_blob_free(blob);
 		if (rc)
 			goto done;
@@ -631,32 +648,42 @@ done:
 	return rc;
 }
 
-int cr_log_check(cr_log *log, cr_log_problem_fn problem, cr_log_leaf_fn leaf, void *ctx,
-                 cr_log_check_result *out)
+int cr_log_check_range(cr_log *log, const char *after, cr_merkle_state *tree,
+                       cr_log_problem_fn problem, cr_log_leaf_fn leaf, cr_log_commit_fn done,
+                       void *ctx, cr_log_check_result *out)
 {
 	git_revwalk *walk = NULL;
 	check_state st;
 	git_oid oid;
-	int empty, rc, err;
+	int empty, rc, err = 0;
 
 	memset(out, 0, sizeof(*out));
 	memset(&st, 0, sizeof(st));
 	st.log = log;
 	st.problem = problem;
 	st.leaf = leaf;
+	st.done = done;
 	st.ctx = ctx;
-	cr_merkle_state_init(&st.tree);
-	if ((rc = walk_start(log, &walk, &empty)) != 0)
+	st.tree = *tree;
+	if ((rc = walk_start_after(log, after, &walk, &empty)) != 0)
 		return rc;
 	while (!empty && (err = git_revwalk_next(&oid, walk)) == 0) {
 		git_commit *commit = NULL;
+		uint64_t before = st.problems;
 
 		if (git_commit_lookup(&commit, log->repo, &oid) < 0) {
 			rc = git_fail("reading a log commit");
 			break;
 		}
 		out->commits++;
+		st.seg_path[0] = '\0';
 		rc = check_commit(&st, commit);
+		if (!rc && done && st.problems == before && st.seg_path[0]) {
+			char id[CR_LOG_OID_HEX];
+
+			git_oid_tostr(id, sizeof(id), &oid);
+			rc = done(ctx, id, st.seg_path, st.seg_first, st.seg_count, &st.tree);
+		}
 		git_commit_free(commit);
 		if (rc)
 			break;
@@ -664,12 +691,22 @@ int cr_log_check(cr_log *log, cr_log_problem_fn problem, cr_log_leaf_fn leaf, vo
 	if (!empty && !rc && err != GIT_ITEROVER)
 		rc = git_fail("walking the log");
 	git_revwalk_free(walk);
+	*tree = st.tree;
 	out->size = st.tree.size;
 	cr_merkle_state_root(&st.tree, out->root);
 	out->problems = st.problems;
 	if (!rc && st.problems)
 		rc = CR_EVERIFY;
 	return rc;
+}
+
+int cr_log_check(cr_log *log, cr_log_problem_fn problem, cr_log_leaf_fn leaf, void *ctx,
+                 cr_log_check_result *out)
+{
+	cr_merkle_state tree;
+
+	cr_merkle_state_init(&tree);
+	return cr_log_check_range(log, NULL, &tree, problem, leaf, NULL, ctx, out);
 }
 
 int cr_log_read_segment(cr_log *log, const char *path, char **out, size_t *len)

@@ -100,6 +100,21 @@ int cr_log_check(cr_log *log, cr_log_problem_fn problem, cr_log_leaf_fn leaf, vo
 /* Read the segment at path in the head commit; *out is malloc'ed (free it). */
 int cr_log_read_segment(cr_log *log, const char *path, char **out, size_t *len);
 
+/*
+ * Called after a commit passed every check: the segment it added and the
+ * tree after it. A non-zero return stops the walk and is returned.
+ */
+typedef int (*cr_log_commit_fn)(void *ctx, const char *commit, const char *path, uint64_t first,
+                                uint64_t count, const cr_merkle_state *tree);
+
+/*
+ * cr_log_check over the commits after `after` (all when NULL or ""),
+ * starting from the tree state *tree (updated). done may be NULL.
+ */
+int cr_log_check_range(cr_log *log, const char *after, cr_merkle_state *tree,
+                       cr_log_problem_fn problem, cr_log_leaf_fn leaf, cr_log_commit_fn done,
+                       void *ctx, cr_log_check_result *out);
+
 /* Look up the tree size and root recorded in the commit with this id. */
 int cr_log_commit_state(cr_log *log, const char *commit, uint64_t *size,
                         uint8_t root[CR_HASH_SIZE]);

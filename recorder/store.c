@@ -119,87 +119,114 @@ static int take_lock(cr_store *s)
 	return 0;
 }
 
-/* Replay state of an index catch-up or rebuild. */
+/*
+ * Indexing commits from the log (a catch-up or a rebuild) goes through the
+ * same checks as `cleanroom check`: a commit is indexed only if it adds
+ * exactly the next segment, changes nothing else, and records the root its
+ * leaves give. The first problem stops it.
+ */
 typedef struct catchup {
 	cr_store *store;
-	cr_merkle_state tree;
-	uint64_t segments;
+	cr_merkle_state nodes;  /* a second tree, to give the index its interior nodes */
+	int in_txn;
+	int failed;
+	int rc;
+	char problem[768];
 } catchup;
 
-static int index_segment(void *ctx, const cr_log_segment *seg)
+static void catchup_problem(void *ctx, const char *where, const char *what)
 {
 	catchup *c = ctx;
-	cr_store *s = c->store;
-	uint8_t root[CR_HASH_SIZE];
-	size_t pos = 0;
-	uint64_t count = 0;
+
+	if (!c->failed)
+		snprintf(c->problem, sizeof(c->problem), "%s: %s", where, what);
+	c->failed = 1;
+}
+
+static int catchup_leaf(void *ctx, uint64_t index, const char *leaf, size_t len,
+                        const uint8_t hash[CR_HASH_SIZE])
+{
+	catchup *c = ctx;
+	cr_index *idx = c->store->index;
+	json_t *ev = NULL;
 	int rc;
 
-	if (seg->first != c->tree.size)
-		return cr_error_set(CR_ECORRUPT, "commit %.12s: segment %s starts at leaf %" PRIu64
-		                    ", expected %" PRIu64 " (run `cleanroom check`)",
-		                    seg->commit, seg->path, seg->first, c->tree.size);
-	if ((rc = cr_index_begin(s->index)) != 0)
+	if (c->failed)
+		return 0;
+	if (!c->in_txn) {
+		if ((rc = cr_index_begin(idx)) != 0)
+			return rc;
+		c->in_txn = 1;
+	}
+	if (cr_event_parse(&ev, leaf, len) != 0) {
+		cr_error_clear(); /* reported by the check, with where */
+		return 0;
+	}
+	rc = cr_index_add_event(idx, index, ev, hash);
+	json_decref(ev);
+	if (rc || (rc = cr_merkle_state_append(&c->nodes, hash, cr_index_node_cb, idx)) != 0 ||
+	    (rc = cr_index_node_error(idx)) != 0)
 		return rc;
-	while (pos < seg->len) {
-		const char *eol = memchr(seg->data + pos, '\n', seg->len - pos);
-		size_t n;
-		uint8_t hash[CR_HASH_SIZE];
-		json_t *ev = NULL;
-
-		if (!eol) {
-			rc = cr_error_set(CR_ECORRUPT, "segment %s is truncated", seg->path);
-			goto fail;
-		}
-		n = (size_t)(eol - (seg->data + pos));
-		if ((rc = cr_event_parse(&ev, seg->data + pos, n)) != 0) {
-			rc = cr_error_set(CR_ECORRUPT, "segment %s, leaf %" PRIu64 ": %s", seg->path,
-			                  c->tree.size, cr_error_last());
-			goto fail;
-		}
-		cr_merkle_leaf_hash(hash, seg->data + pos, n);
-		rc = cr_index_add_event(s->index, c->tree.size, ev, hash);
-		json_decref(ev);
-		if (rc || (rc = cr_merkle_state_append(&c->tree, hash, cr_index_node_cb, s->index)) != 0 ||
-		    (rc = cr_index_node_error(s->index)) != 0)
-			goto fail;
-		count++;
-		pos += n + 1;
-	}
-	cr_merkle_state_root(&c->tree, root);
-	if (count != seg->count || c->tree.size != seg->tree_size ||
-	    CRYPTO_memcmp(root, seg->root, CR_HASH_SIZE) != 0) {
-		rc = cr_error_set(CR_ECORRUPT, "commit %.12s: recorded size/root do not match its events "
-		                  "(run `cleanroom check`)", seg->commit);
-		goto fail;
-	}
-	if ((rc = cr_index_add_segment(s->index, seg->first, count, seg->path, seg->commit)) != 0 ||
-	    (rc = cr_index_set_state(s->index, &c->tree, seg->commit)) != 0 ||
-	    (rc = cr_index_witness_add(s->index, c->tree.size, root, seg->commit)) != 0 ||
-	    (rc = cr_index_commit(s->index)) != 0)
-		goto fail;
-	c->segments++;
 	return 0;
-fail:
-	cr_index_rollback(s->index);
+}
+
+static int catchup_commit(void *ctx, const char *commit, const char *path, uint64_t first,
+                          uint64_t count, const cr_merkle_state *tree)
+{
+	catchup *c = ctx;
+	cr_index *idx = c->store->index;
+	uint8_t root[CR_HASH_SIZE];
+	int rc;
+
+	if (c->failed)
+		return 0;
+	if (!c->in_txn) {
+		if ((rc = cr_index_begin(idx)) != 0)
+			return rc;
+		c->in_txn = 1;
+	}
+	cr_merkle_state_root(tree, root);
+	if ((rc = cr_index_add_segment(idx, first, count, path, commit)) != 0 ||
+	    (rc = cr_index_set_state(idx, tree, commit)) != 0 ||
+	    (rc = cr_index_witness_add(idx, tree->size, root, commit)) != 0 ||
+	    (rc = cr_index_commit(idx)) != 0)
+		return rc;
+	c->in_txn = 0;
+	return 0;
+}
+
+/* Index every commit after `after` (all when ""), starting from tree. */
+static int index_from_log(cr_store *s, const char *after, cr_merkle_state *tree)
+{
+	cr_log_check_result res;
+	catchup c;
+	int rc;
+
+	memset(&c, 0, sizeof(c));
+	c.store = s;
+	c.nodes = *tree;
+	rc = cr_log_check_range(s->log, after, tree, catchup_problem, catchup_leaf, catchup_commit, &c,
+	                        &res);
+	if (c.in_txn)
+		cr_index_rollback(s->index);
+	if (rc == CR_EVERIFY || (rc == 0 && c.failed))
+		return cr_error_set(CR_ECORRUPT, "the log breaks its rules at %s (run `cleanroom check`)",
+		                    c.problem);
 	return rc;
 }
 
 /* Index everything the log holds beyond the index's state. */
 static int catch_up(cr_store *s)
 {
-	catchup c;
+	cr_merkle_state tree;
 	char commit[41];
 	int rc;
 
-	memset(&c, 0, sizeof(c));
-	c.store = s;
-	if ((rc = cr_index_state(s->index, &c.tree, commit)) != 0)
+	if ((rc = cr_index_state(s->index, &tree, commit)) != 0)
 		return rc;
-	if ((rc = cr_log_walk(s->log, c.tree.size, index_segment, &c)) != 0)
+	if ((rc = index_from_log(s, commit, &tree)) != 0)
 		return rc;
-	s->tree = c.tree;
-	return 0;
+	return cr_index_state(s->index, &s->tree, commit);
 }
 
 static int reconcile(cr_store *s)
@@ -223,8 +250,19 @@ static int reconcile(cr_store *s)
 		if (!(s->flags & CR_STORE_WRITE)) {
 			/* Catching up writes; a reader does it only when no writer is busy. */
 			if (take_lock(s) != 0) {
+				/* Show the state the index vouches for, head included. */
 				cr_error_clear();
 				s->tree = tree;
+				if (tree.size == 0) {
+					memset(&s->head, 0, sizeof(s->head));
+					s->head.empty = 1;
+					cr_merkle_empty_root(s->head.root);
+					return 0;
+				}
+				if (cr_log_commit_state(s->log, commit, &s->head.size, s->head.root) != 0)
+					return cr_error_set(CR_ECORRUPT, "the index's head %.12s is unreadable "
+					                    "(run `cleanroom check`)", commit);
+				snprintf(s->head.commit, sizeof(s->head.commit), "%s", commit);
 				return 0;
 			}
 		}
@@ -261,9 +299,15 @@ int cr_store_open(cr_store **out, const char *path, unsigned flags)
 	if ((flags & CR_STORE_WRITE) && (rc = take_lock(s)) != 0)
 		goto fail;
 	if ((rc = cr_log_open(&s->log, s->git_dir)) != 0 ||
-	    (rc = cr_index_open(&s->index, index_path)) != 0 ||
-	    (rc = cr_log_head_read(s->log, &s->head)) != 0)
+	    (rc = cr_index_open(&s->index, index_path)) != 0)
 		goto fail;
+	if ((rc = cr_log_head_read(s->log, &s->head)) != 0) {
+		/* A check must still run (and say what is wrong) on a damaged head. */
+		if (!(flags & CR_STORE_RAW) || rc != CR_ECORRUPT)
+			goto fail;
+		cr_error_clear();
+		rc = 0;
+	}
 	if (!(flags & CR_STORE_RAW) && (rc = reconcile(s)) != 0)
 		goto fail;
 	s->pending_tree = s->tree;
@@ -438,39 +482,90 @@ int cr_store_leaf_hash(cr_store *s, uint64_t index, uint8_t out[CR_HASH_SIZE])
 	return cr_index_leaf(s->index, index, out);
 }
 
+static int index_disagrees(void)
+{
+	return cr_error_set(CR_ECORRUPT, "the index disagrees with the log (run `cleanroom check`, "
+	                                 "then `cleanroom index rebuild`)");
+}
+
+/*
+ * The root of the first `size` leaves as the index gives it, vouched for
+ * by the committed head: equal to it at the current size, and consistent
+ * with it (by a proof from the same index) below. A tampered leaf or node
+ * in the index cannot pass.
+ */
+static int trusted_root(cr_store *s, uint64_t size, uint8_t out[CR_HASH_SIZE])
+{
+	uint8_t head_root[CR_HASH_SIZE], path[CR_MERKLE_MAX_PATH][CR_HASH_SIZE];
+	cr_merkle_source src;
+	size_t n;
+	int rc;
+
+	cr_index_merkle_source(s->index, &src);
+	if ((rc = cr_merkle_root(&src, size, out)) != 0)
+		return rc == CR_ENOTFOUND ? index_disagrees() : rc;
+	cr_merkle_state_root(&s->tree, head_root);
+	if (size == s->tree.size)
+		return CRYPTO_memcmp(out, head_root, CR_HASH_SIZE) ? index_disagrees() : 0;
+	if (size == 0)
+		return 0;
+	if ((rc = cr_merkle_consistency_proof(&src, size, s->tree.size, path, &n)) != 0)
+		return rc == CR_ENOTFOUND ? index_disagrees() : rc;
+	if (cr_merkle_verify_consistency(size, s->tree.size, out, head_root,
+	                                 (const uint8_t (*)[CR_HASH_SIZE])path, n) != 0)
+		return index_disagrees();
+	return 0;
+}
+
 int cr_store_root_at(cr_store *s, uint64_t size, uint8_t out[CR_HASH_SIZE])
 {
-	cr_merkle_source src;
 	int rc;
 
 	if ((rc = resolve_size(s, &size)) != 0)
 		return rc;
-	cr_index_merkle_source(s->index, &src);
-	return cr_merkle_root(&src, size, out);
+	return trusted_root(s, size, out);
 }
 
 int cr_store_inclusion_proof(cr_store *s, uint64_t index, uint64_t size,
                              uint8_t path[][CR_HASH_SIZE], size_t *path_len)
 {
+	uint8_t root[CR_HASH_SIZE], leaf[CR_HASH_SIZE];
 	cr_merkle_source src;
 	int rc;
 
 	if ((rc = resolve_size(s, &size)) != 0)
 		return rc;
 	cr_index_merkle_source(s->index, &src);
-	return cr_merkle_inclusion_proof(&src, index, size, path, path_len);
+	if ((rc = cr_merkle_inclusion_proof(&src, index, size, path, path_len)) != 0)
+		return rc == CR_ENOTFOUND ? index_disagrees() : rc;
+	if ((rc = trusted_root(s, size, root)) != 0 || (rc = cr_index_leaf(s->index, index, leaf)) != 0)
+		return rc;
+	if (cr_merkle_verify_inclusion(leaf, index, size, (const uint8_t (*)[CR_HASH_SIZE])path,
+	                               *path_len, root) != 0)
+		return index_disagrees();
+	return 0;
 }
 
 int cr_store_consistency_proof(cr_store *s, uint64_t size1, uint64_t size2,
                                uint8_t path[][CR_HASH_SIZE], size_t *path_len)
 {
+	uint8_t root1[CR_HASH_SIZE], root2[CR_HASH_SIZE];
 	cr_merkle_source src;
 	int rc;
 
 	if ((rc = resolve_size(s, &size2)) != 0)
 		return rc;
 	cr_index_merkle_source(s->index, &src);
-	return cr_merkle_consistency_proof(&src, size1, size2, path, path_len);
+	if ((rc = cr_merkle_consistency_proof(&src, size1, size2, path, path_len)) != 0)
+		return rc == CR_ENOTFOUND ? index_disagrees() : rc;
+	if (size1 == 0 || size1 == size2)
+		return 0;
+	if ((rc = trusted_root(s, size1, root1)) != 0 || (rc = trusted_root(s, size2, root2)) != 0)
+		return rc;
+	if (cr_merkle_verify_consistency(size1, size2, root1, root2,
+	                                 (const uint8_t (*)[CR_HASH_SIZE])path, *path_len) != 0)
+		return index_disagrees();
+	return 0;
 }
 
 typedef struct foreach_ctx {
@@ -593,7 +688,10 @@ int cr_store_check(cr_store *s, cr_store_problem_fn problem, void *ctx, cr_store
 		return rc;
 	if ((rc = cr_index_witness_foreach(s->index, check_witness, &c)) != 0)
 		return rc;
-	if (itree.size != lr.size || strcmp(icommit, s->head.commit) != 0) {
+	/* An index merely behind (a crash between the git commit and the index
+	 * update) catches up on the next open; its leaves were compared above. */
+	if ((itree.size > lr.size || strcmp(icommit, s->head.commit) != 0) &&
+	    !(itree.size < lr.size && (!icommit[0] || cr_log_contains(s->log, icommit)))) {
 		char what[256];
 
 		snprintf(what, sizeof(what),
@@ -612,7 +710,8 @@ int cr_store_check(cr_store *s, cr_store_problem_fn problem, void *ctx, cr_store
 
 int cr_store_rebuild_index(cr_store *s)
 {
-	catchup c;
+	cr_merkle_state tree;
+	char commit[41];
 	int rc;
 
 	if (!(s->flags & CR_STORE_WRITE))
@@ -623,13 +722,12 @@ int cr_store_rebuild_index(cr_store *s)
 		cr_index_rollback(s->index);
 		return rc;
 	}
-	memset(&c, 0, sizeof(c));
-	c.store = s;
-	cr_merkle_state_init(&c.tree);
-	if ((rc = cr_log_walk(s->log, 0, index_segment, &c)) != 0)
+	cr_merkle_state_init(&tree);
+	if ((rc = index_from_log(s, "", &tree)) != 0)
 		return rc;
-	s->tree = c.tree;
-	s->pending_tree = c.tree;
+	if ((rc = cr_index_state(s->index, &s->tree, commit)) != 0)
+		return rc;
+	s->pending_tree = s->tree;
 	return 0;
 }
 

@@ -14,28 +14,35 @@
 
 static _Thread_local char last_error[ERROR_MAX];
 
+/*
+ * Callers may pass cr_error_last() itself as an argument (to add context to
+ * a message), so format into a scratch buffer first.
+ */
 int cr_error_set(int code, const char *fmt, ...)
 {
+	char tmp[ERROR_MAX];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
+	memcpy(last_error, tmp, sizeof(tmp));
 	return code;
 }
 
 int cr_error_set_errno(int code, int errno_value, const char *fmt, ...)
 {
+	char tmp[ERROR_MAX];
 	va_list ap;
 	size_t n;
 
 	va_start(ap, fmt);
-	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
-	n = strlen(last_error);
-	if (n < sizeof(last_error))
-		snprintf(last_error + n, sizeof(last_error) - n, ": %s",
-		         strerror(errno_value));
+	n = strlen(tmp);
+	if (n < sizeof(tmp))
+		snprintf(tmp + n, sizeof(tmp) - n, ": %s", strerror(errno_value));
+	memcpy(last_error, tmp, sizeof(tmp));
 	return code;
 }
 
