@@ -28,6 +28,8 @@ int cmd_status(int argc, char **argv);
 int cmd_prove(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_index(int argc, char **argv);
+int cmd_record(int argc, char **argv);
+int cmd_lineage(int argc, char **argv);
 
 /* The store folder: --store, else $CLEANROOM_STORE, else ./.cleanroom. */
 const char *cli_store_path(const char *opt);

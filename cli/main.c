@@ -5,11 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cleanroom/version.h"
 #include "cli/common.h"
 
-#ifndef CLEANROOM_VERSION
-#define CLEANROOM_VERSION "0.1.0"
-#endif
 
 static const struct {
 	const char *name;
@@ -17,6 +15,8 @@ static const struct {
 	const char *summary;
 } commands[] = {
 	{"init", cmd_init, "create a store"},
+	{"record", cmd_record, "run a command and record what it reads and writes"},
+	{"lineage", cmd_lineage, "which inputs fed a checkpoint"},
 	{"add", cmd_add, "hash files and folders and record them as input events"},
 	{"log", cmd_log, "list events, or export every leaf's exact bytes"},
 	{"status", cmd_status, "tree size, root hash and counts"},
@@ -56,7 +56,7 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-		printf("cleanroom %s\n", CLEANROOM_VERSION);
+		printf("cleanroom %s\n", CLEANROOM_VERSION_STRING);
 		return EXIT_OK;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {

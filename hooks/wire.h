@@ -74,7 +74,9 @@ typedef struct crw_file_id {
 	int64_t ctime_ns;
 } crw_file_id;
 
-#define CRW_WRITTEN_MMAP 0x1 /* written through a shared writable mapping */
+#define CRW_WRITTEN_MMAP 0x1     /* written through a shared writable mapping */
+#define CRW_WRITTEN_UNLINKED 0x2 /* no name left (st_nlink 0): path is the last
+                                    one, the kernel's " (deleted)" removed */
 
 typedef struct crw_written {
 	crw_file_id id; /* fstat at close */

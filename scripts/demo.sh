@@ -1,6 +1,7 @@
 #!/bin/sh
-# The README's main job: set up, build, and run cleanroom on the built-in
-# example. Everything it writes goes under out/demo/ (removed first).
+# The README's main job: set up, build, and record a real PyTorch training
+# run on the built-in example, then show and check what was recorded.
+# Everything it writes goes under out/demo/ (removed first).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/setup.sh"
@@ -16,20 +17,20 @@ step() { printf '\n== %s\n' "$*"; }
 step "make the example data set (2,000 digit images)"
 /usr/bin/python3 "$top/examples/digits/make_data.py" 2000 data
 
-step "create a store"
-"$cr" init --store store
-
-step "record the data set by hand"
-"$cr" add --store store data
+step "record a training run: 2 epochs, 2 DataLoader workers, a checkpoint per epoch"
+"$cr" record --store store --data data -- \
+	/usr/bin/python3 "$top/examples/digits/train.py" --data data --out checkpoints --epochs 2 --workers 2
 
 step "status"
 "$cr" status --store store
 
-step "the first events"
-"$cr" log --store store --limit 5
+step "the lineage of the second checkpoint"
+"$cr" lineage --store store checkpoints/epoch-2.pt
 
-step "an inclusion proof for event 1234"
-"$cr" prove --store store 1234
+step "an inclusion proof for the final weights"
+final=$("$cr" lineage --store store --json checkpoints/model.safetensors |
+	/usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["index"])')
+"$cr" prove --store store "$final"
 
 step "check the log is append-only and consistent"
 "$cr" check --store store
