@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,24 +23,34 @@
 #define DEFAULT_BATCH 4096
 #define MAX_DEPTH 256
 
+/* A file to add: its path and its identity as listed (for the hash cache). */
+typedef struct file_ent {
+	char *path;
+	cr_file_id id;
+} file_ent;
+
 typedef struct path_list {
-	char **items;
+	file_ent *items;
 	size_t n, cap;
 } path_list;
 
-static int list_push(path_list *l, const char *path)
+static int list_push(path_list *l, const char *path, const struct stat *sb)
 {
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 1024;
-		char **p = realloc(l->items, cap * sizeof(*p));
+		file_ent *p = realloc(l->items, cap * sizeof(*p));
 
 		if (!p)
 			return cr_error_set(CR_ENOMEM, "out of memory listing files");
 		l->items = p;
 		l->cap = cap;
 	}
-	if ((l->items[l->n] = strdup(path)) == NULL)
+	if ((l->items[l->n].path = strdup(path)) == NULL)
 		return cr_error_set(CR_ENOMEM, "out of memory listing files");
+	if (sb)
+		cr_file_id_from_stat(&l->items[l->n].id, sb);
+	else
+		memset(&l->items[l->n].id, 0, sizeof(cr_file_id));
 	l->n++;
 	return 0;
 }
@@ -47,13 +58,13 @@ static int list_push(path_list *l, const char *path)
 static void list_free(path_list *l)
 {
 	for (size_t i = 0; i < l->n; i++)
-		free(l->items[i]);
+		free(l->items[i].path);
 	free(l->items);
 }
 
-static int cmp_str(const void *a, const void *b)
+static int cmp_ent(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return strcmp(((const file_ent *)a)->path, ((const file_ent *)b)->path);
 }
 
 static void problem(const cr_add_options *o, cr_add_stats *st, const char *path, const char *what,
@@ -86,18 +97,20 @@ static int walk(const char *dir, int depth, path_list *out, const cr_add_options
 	while ((e = readdir(d)) != NULL) {
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
-		if ((rc = list_push(&names, e->d_name)) != 0)
+		if ((rc = list_push(&names, e->d_name, NULL)) != 0)
 			break;
 	}
 	closedir(d);
 	if (rc)
 		goto done;
-	qsort(names.items, names.n, sizeof(char *), cmp_str);
+	if (names.n)
+		qsort(names.items, names.n, sizeof(*names.items), cmp_ent);
 	for (size_t i = 0; i < names.n; i++) {
 		struct stat sb;
 
 		cr_buf_clear(&child);
-		if ((rc = cr_buf_printf(&child, "%s/%s", strcmp(dir, "/") ? dir : "", names.items[i])) != 0)
+		if ((rc = cr_buf_printf(&child, "%s/%s", strcmp(dir, "/") ? dir : "",
+		                        names.items[i].path)) != 0)
 			goto done;
 		if (lstat(child.ptr, &sb) != 0) {
 			problem(o, st, child.ptr, strerror(errno), 1);
@@ -107,7 +120,7 @@ static int walk(const char *dir, int depth, path_list *out, const cr_add_options
 			if ((rc = walk(child.ptr, depth + 1, out, o, st)) != 0)
 				goto done;
 		} else if (S_ISREG(sb.st_mode)) {
-			if ((rc = list_push(out, child.ptr)) != 0)
+			if ((rc = list_push(out, child.ptr, &sb)) != 0)
 				goto done;
 		} else {
 			problem(o, st, child.ptr,
@@ -140,21 +153,22 @@ static int collect(const char *const *paths, size_t n, path_list *out, const cr_
 		if (S_ISDIR(sb.st_mode))
 			rc = walk(abs, 0, out, o, st);
 		else if (S_ISREG(sb.st_mode))
-			rc = list_push(out, abs);
+			rc = list_push(out, abs, &sb);
 		else
 			rc = cr_error_set(CR_EINVAL, "%s is neither a regular file nor a folder", paths[i]);
 		free(abs);
 		if (rc)
 			return rc;
 	}
-	qsort(out->items, out->n, sizeof(char *), cmp_str);
+	if (out->n)
+		qsort(out->items, out->n, sizeof(*out->items), cmp_ent);
 	/* The same file named twice (or inside a named folder) is added once. */
 	{
 		size_t w = 0;
 
 		for (size_t i = 0; i < out->n; i++) {
-			if (w && strcmp(out->items[w - 1], out->items[i]) == 0) {
-				free(out->items[i]);
+			if (w && strcmp(out->items[w - 1].path, out->items[i].path) == 0) {
+				free(out->items[i].path);
 				continue;
 			}
 			out->items[w++] = out->items[i];
@@ -162,23 +176,6 @@ static int collect(const char *const *paths, size_t n, path_list *out, const cr_
 		out->n = w;
 	}
 	return 0;
-}
-
-/*
- * A file modified within the timestamp granularity of being hashed could
- * change again without its mtime/ctime moving ("racy git"); such a file
- * is not cached, so the next add hashes it again.
- */
-#define RACY_NS 100000000LL /* well above the kernel's coarse timestamp tick */
-
-static int racy(const cr_file_id *id)
-{
-	struct timespec now;
-	int64_t t;
-
-	clock_gettime(CLOCK_REALTIME, &now);
-	t = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-	return t - id->mtime_ns < RACY_NS || t - id->ctime_ns < RACY_NS;
 }
 
 static int append_input(cr_store *store, const char *path, const uint8_t sha[32], uint64_t size,
@@ -198,110 +195,117 @@ static int append_input(cr_store *store, const char *path, const uint8_t sha[32]
 	return rc;
 }
 
-static int add_batch(cr_store *store, char **paths, size_t n, const cr_add_options *o, cr_add_stats *st)
-{
-	cr_hash_job *jobs = calloc(n ? n : 1, sizeof(*jobs));
-	uint8_t (*sha)[32] = calloc(n ? n : 1, 32);
-	uint64_t *size = calloc(n ? n : 1, sizeof(*size));
-	signed char *state = calloc(n ? n : 1, 1); /* 0 pending, 1 cached, 2 hashed, -1 failed */
-	size_t *job_of = calloc(n ? n : 1, sizeof(*job_of));
-	size_t njobs = 0, i;
-	struct timespec now;
-	int rc = 0;
+/*
+ * One batch, one segment. The main thread looks every file up in the hash
+ * cache and queues the misses on the pool at once, then appends events in
+ * path order as hashes arrive, so hashing and appending overlap.
+ */
+#define RETRY_TAG (1ull << 63)
 
-	if (!jobs || !sha || !size || !state || !job_of) {
+static int add_batch(cr_store *store, cr_hash_pool *pool, file_ent *files, size_t n,
+                     const cr_add_options *o, cr_add_stats *st)
+{
+	uint8_t (*sha)[32] = calloc(n ? n : 1, 32);
+	cr_file_id *ids = calloc(n ? n : 1, sizeof(*ids));
+	signed char *state = calloc(n ? n : 1, 1); /* 0 pending, 1 cached, 2 hashed, -1 failed */
+	cr_hash_result res[64];
+	struct timespec now;
+	size_t next = 0, i;
+	int rc = 0, retried;
+
+	if (!sha || !ids || !state) {
 		rc = cr_error_set(CR_ENOMEM, "out of memory");
 		goto done;
 	}
 	for (i = 0; i < n; i++) {
-		struct stat sb;
-		cr_file_id id;
-
-		if (stat(paths[i], &sb) != 0) {
-			problem(o, st, paths[i], strerror(errno), 1);
-			state[i] = -1;
-			continue;
-		}
 		st->files++;
-		st->bytes += (uint64_t)sb.st_size;
-		id.dev = (uint64_t)sb.st_dev;
-		id.ino = (uint64_t)sb.st_ino;
-		id.size = (uint64_t)sb.st_size;
-		id.mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
-		id.ctime_ns = (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec;
-		rc = cr_store_cache_get(store, &id, sha[i]);
+		st->bytes += files[i].id.size;
+		rc = cr_store_cache_get(store, &files[i].id, sha[i]);
 		if (rc == 0) {
 			state[i] = 1;
-			size[i] = id.size;
+			ids[i] = files[i].id;
 			st->cached_files++;
 			continue;
 		}
 		if (rc != CR_ENOTFOUND)
 			goto done;
-		rc = 0;
-		jobs[njobs].path = paths[i];
-		job_of[njobs++] = i;
-	}
-	if ((rc = cr_hash_many(jobs, njobs, o->threads, NULL, NULL)) != 0)
-		goto done;
-	for (size_t j = 0; j < njobs; j++) {
-		cr_hash_job *jb = &jobs[j];
-
-		i = job_of[j];
-		if (jb->rc == CR_HASH_CHANGED) {
-			/* A second look: a file being written right now is not recorded. */
-			free(jb->error);
-			jb->error = NULL;
-			jb->rc = cr_hash_file(jb->path, jb->sha256, &jb->id);
-			if (jb->rc < 0)
-				jb->error = strdup(cr_error_last());
-		}
-		if (jb->rc == CR_HASH_CHANGED) {
-			problem(o, st, jb->path, "changed while being read; not recorded", 1);
-			state[i] = -1;
-			continue;
-		}
-		if (jb->rc < 0) {
-			problem(o, st, jb->path, jb->error ? jb->error : "cannot be read", 1);
-			state[i] = -1;
-			continue;
-		}
-		memcpy(sha[i], jb->sha256, 32);
-		size[i] = jb->id.size;
-		state[i] = 2;
-		st->hashed_files++;
-		st->hashed_bytes += jb->id.size;
-		if (!racy(&jb->id) && (rc = cr_store_cache_put(store, &jb->id, jb->sha256)) != 0)
+		if ((rc = cr_hash_pool_submit(pool, i, files[i].path, -1)) != 0)
 			goto done;
 	}
+	rc = 0;
 	clock_gettime(CLOCK_REALTIME, &now);
-	for (i = 0; i < n; i++) {
-		int seen;
+	while (next < n) {
+		size_t got = cr_hash_pool_collect(pool, res, sizeof(res) / sizeof(res[0]));
 
-		if (state[i] <= 0)
-			continue;
-		seen = cr_store_file_recorded(store, paths[i], strlen(paths[i]), sha[i]);
-		if (seen < 0) {
-			rc = seen;
-			goto done;
+		for (size_t k = 0; k < got; k++) {
+			cr_hash_result *r = &res[k];
+
+			retried = (r->tag & RETRY_TAG) != 0;
+			i = (size_t)(r->tag & ~RETRY_TAG);
+			if (r->rc == CR_HASH_CHANGED && !retried) {
+				/* A second look: a file being written right now is not recorded. */
+				if ((rc = cr_hash_pool_submit(pool, r->tag | RETRY_TAG, files[i].path, -1)) != 0)
+					goto done;
+				continue;
+			}
+			if (r->rc == CR_HASH_CHANGED) {
+				problem(o, st, files[i].path, "changed while being read; not recorded", 1);
+				state[i] = -1;
+				continue;
+			}
+			if (r->rc < 0) {
+				problem(o, st, files[i].path, r->error[0] ? r->error : "cannot be read", 1);
+				state[i] = -1;
+				continue;
+			}
+			memcpy(sha[i], r->sha256, 32);
+			ids[i] = r->id;
+			state[i] = 2;
+			st->hashed_files++;
+			st->hashed_bytes += r->id.size;
+			if (!cr_file_id_racy(&r->id) && (rc = cr_store_cache_put(store, &r->id, r->sha256)) != 0)
+				goto done;
 		}
-		if (seen) {
-			st->unchanged++;
-			continue;
+		while (next < n && state[next] != 0) {
+			int seen;
+
+			i = next++;
+			if (state[i] < 0)
+				continue;
+			seen = cr_store_file_recorded(store, files[i].path, strlen(files[i].path), sha[i]);
+			if (seen < 0) {
+				rc = seen;
+				goto done;
+			}
+			if (seen) {
+				st->unchanged++;
+				continue;
+			}
+			if ((rc = append_input(store, files[i].path, sha[i], ids[i].size, &now)) != 0)
+				goto done;
+			st->recorded++;
 		}
-		if ((rc = append_input(store, paths[i], sha[i], size[i], &now)) != 0)
-			goto done;
-		st->recorded++;
+		if (next < n && got == 0) {
+			struct pollfd pfd = {cr_hash_pool_eventfd(pool), POLLIN, 0};
+
+			(void)poll(&pfd, 1, 100);
+		}
 	}
 	rc = cr_store_flush(store);
 done:
-	for (i = 0; jobs && i < njobs; i++)
-		free(jobs[i].error);
-	free(jobs);
+	if (rc) {
+		/* Let the pool finish what it was given before the paths go away. */
+		while (cr_hash_pool_busy(pool)) {
+			struct pollfd pfd = {cr_hash_pool_eventfd(pool), POLLIN, 0};
+
+			(void)poll(&pfd, 1, 100);
+			while (cr_hash_pool_collect(pool, res, sizeof(res) / sizeof(res[0])) > 0)
+				;
+		}
+	}
 	free(sha);
-	free(size);
+	free(ids);
 	free(state);
-	free(job_of);
 	return rc;
 }
 
@@ -310,6 +314,7 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 {
 	cr_add_options o = {0};
 	path_list files = {0};
+	cr_hash_pool *pool = NULL;
 	size_t batch, i;
 	int rc;
 
@@ -319,10 +324,12 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 	memset(stats, 0, sizeof(*stats));
 	if ((rc = collect(paths, n, &files, &o, stats)) != 0)
 		goto done;
+	if ((rc = cr_hash_pool_new(&pool, o.threads)) != 0)
+		goto done;
 	for (i = 0; i < files.n; i += batch) {
 		size_t m = files.n - i < batch ? files.n - i : batch;
 
-		if ((rc = add_batch(store, files.items + i, m, &o, stats)) != 0)
+		if ((rc = add_batch(store, pool, files.items + i, m, &o, stats)) != 0)
 			goto done;
 		if (o.progress)
 			o.progress(o.ctx, stats);
@@ -330,6 +337,7 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 	if (files.n == 0)
 		rc = cr_store_flush(store);
 done:
+	cr_hash_pool_free(pool);
 	list_free(&files);
 	return rc;
 }

@@ -122,7 +122,7 @@ static int64_t timespec_ns(const struct timespec *ts)
 	return ns;
 }
 
-static void file_id_from_stat(cr_file_id *id, const struct stat *st)
+void cr_file_id_from_stat(cr_file_id *id, const struct stat *st)
 {
 	id->dev = (uint64_t)st->st_dev;
 	id->ino = (uint64_t)st->st_ino;
@@ -137,8 +137,18 @@ int cr_file_id_from_fd(cr_file_id *id, int fd)
 
 	if (fstat(fd, &st) < 0)
 		return cr_error_set_errno(CR_EIO, errno, "fstat descriptor %d", fd);
-	file_id_from_stat(id, &st);
+	cr_file_id_from_stat(id, &st);
 	return 0;
+}
+
+int cr_file_id_racy(const cr_file_id *id)
+{
+	struct timespec now;
+	int64_t t;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	t = timespec_ns(&now);
+	return t - id->mtime_ns < CR_RACY_NS || t - id->ctime_ns < CR_RACY_NS;
 }
 
 int cr_file_id_equal(const cr_file_id *a, const cr_file_id *b)
@@ -164,19 +174,27 @@ void cr_sha256(uint8_t out[CR_SHA256_SIZE], const void *data, size_t len)
  * Hash fd from its offset to EOF with h's context and buffer. name is used
  * in messages (a path, or NULL for "descriptor N").
  */
+/*
+ * Hash fd to EOF, or, when `expect` is not UINT64_MAX, until `expect` bytes
+ * were read: for a regular file of known size that saves the read() that
+ * would return 0, and the caller's fstat() afterwards catches a file that
+ * grew meanwhile.
+ */
 static int hash_fd_with(hasher *h, int fd, const char *name, uint8_t out[CR_SHA256_SIZE],
-                        uint64_t *out_len)
+                        uint64_t *out_len, uint64_t expect)
 {
 	uint64_t total = 0;
 	unsigned int n = 0;
 	ssize_t got;
 
-	/* Only a hint: it fails harmlessly (ESPIPE) on pipes. */
-	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	/* Only a hint, worth its system call for files of several blocks; it
+	 * fails harmlessly (ESPIPE) on pipes. */
+	if (expect == UINT64_MAX || expect > BLOCK_SIZE)
+		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
 	if (!EVP_DigestInit_ex(h->ctx, sha256(), NULL))
 		return cr_error_set(CR_ECRYPTO, "SHA-256 init failed");
-	for (;;) {
+	while (total != expect) {
 		/* A short read is not EOF; only 0 is. */
 		got = read(fd, h->buf, BLOCK_SIZE);
 		if (got == 0)
@@ -207,7 +225,7 @@ int cr_hash_fd(int fd, uint8_t out[CR_SHA256_SIZE], uint64_t *out_len)
 	rc = hasher_init(&h);
 	if (rc)
 		return rc;
-	rc = hash_fd_with(&h, fd, NULL, out, out_len);
+	rc = hash_fd_with(&h, fd, NULL, out, out_len, UINT64_MAX);
 	hasher_free(&h);
 	return rc;
 }
@@ -226,12 +244,12 @@ static int open_error(const char *path, int err)
  * Hash an open regular file from offset 0 to EOF, taking its identity by
  * fstat() before and after; name is for messages. *nread gets the bytes hashed.
  */
-static int hash_open_file(hasher *h, int fd, const char *name, uint8_t out[CR_SHA256_SIZE],
-                          cr_file_id *id, uint64_t *nread)
+static int hash_open_file(hasher *h, int fd, int fresh, const char *name,
+                          uint8_t out[CR_SHA256_SIZE], cr_file_id *id, uint64_t *nread)
 {
 	struct stat before, after;
 	uint64_t len = 0;
-	int flags, rc;
+	int rc;
 
 	memset(out, 0, CR_SHA256_SIZE);
 	*nread = 0;
@@ -243,19 +261,20 @@ static int hash_open_file(hasher *h, int fd, const char *name, uint8_t out[CR_SH
 		rc = cr_error_set(CR_EINVAL, "%s: not a regular file", name);
 		goto done;
 	}
-	/* Regular files ignore O_NONBLOCK on Linux, but not every system does. */
-	flags = fcntl(fd, F_GETFL);
-	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
-		rc = cr_error_set_errno(CR_EIO, errno, "fcntl %s", name);
-		goto done;
-	}
-	if (lseek(fd, 0, SEEK_SET) < 0) {
+	/*
+	 * O_NONBLOCK (from the open that must not block on a FIFO) does not
+	 * apply to regular files on Linux, so it is left on: two system calls
+	 * per file saved. Descriptors handed in (checkpoints) may sit anywhere.
+	 */
+	if (!fresh && lseek(fd, 0, SEEK_SET) < 0) {
 		rc = cr_error_set_errno(CR_EIO, errno, "seek %s", name);
 		goto done;
 	}
-	file_id_from_stat(id, &before);
+	cr_file_id_from_stat(id, &before);
 
-	rc = hash_fd_with(h, fd, name, out, &len);
+	/* Size 0 may be a lie (/proc): then read to EOF and let the size check judge. */
+	rc = hash_fd_with(h, fd, name, out, &len,
+	                  before.st_size > 0 ? (uint64_t)before.st_size : UINT64_MAX);
 	if (rc)
 		goto done;
 	*nread = len;
@@ -291,7 +310,7 @@ static int hash_file_with(hasher *h, const char *path, uint8_t out[CR_SHA256_SIZ
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return open_error(path, errno);
-	rc = hash_open_file(h, fd, path, out, id, nread);
+	rc = hash_open_file(h, fd, 1, path, out, id, nread);
 	close(fd);
 	return rc;
 }
@@ -535,7 +554,7 @@ static void *pool_worker(void *arg)
 			if (ready != 0)
 				rc = ready;
 			else if (j->fd >= 0)
-				rc = hash_open_file(&h, j->fd, j->path, res->r.sha256, &res->r.id, &nread);
+				rc = hash_open_file(&h, j->fd, 0, j->path, res->r.sha256, &res->r.id, &nread);
 			else
 				rc = hash_file_with(&h, j->path, res->r.sha256, &res->r.id, &nread);
 			res->r.rc = rc;

@@ -294,6 +294,7 @@ typedef struct rec {
 
 	staged **stage;
 	size_t n_stage, cap_stage;
+	int stage_sorted;       /* nothing staged since the last sort */
 	uint64_t seq;
 
 	version *versions;
@@ -474,13 +475,6 @@ static int cache_hit(rec *r, const crw_file_id *id, uint8_t sha[32])
 		return 1;
 	cr_error_clear();
 	return 0;
-}
-
-static int racy(const cr_file_id *id)
-{
-	int64_t t = (int64_t)now_ns(CLOCK_REALTIME);
-
-	return t - id->mtime_ns < 100000000LL || t - id->ctime_ns < 100000000LL;
 }
 
 static size_t env_entry(rec *r, const char *path, const crw_file_id *id)
@@ -1024,7 +1018,8 @@ static json_t *lineage_json(rec *r)
 	json_t *l = json_object(), *ranges = json_array(), *readers = json_object();
 	size_t i, distinct = 0;
 
-	qsort(r->interval.v, r->interval.n, sizeof(uint64_t), cmp_u64);
+	if (r->interval.n)
+		qsort(r->interval.v, r->interval.n, sizeof(uint64_t), cmp_u64);
 	for (i = 0; i < r->interval.n;) {
 		uint64_t a = r->interval.v[i], b = a;
 
@@ -1164,7 +1159,7 @@ static void collect_hashes(rec *r)
 				v->hashed = 1;
 				if (ok && same_id(&v->id, &res[i].id)) {
 					memcpy(v->sha, res[i].sha256, 32);
-					if (!racy(&res[i].id))
+					if (!cr_file_id_racy(&res[i].id))
 						cr_store_cache_put(r->store, &res[i].id, res[i].sha256);
 				} else {
 					v->changed = 1;
@@ -1177,7 +1172,7 @@ static void collect_hashes(rec *r)
 				e->rc = res[i].rc;
 				e->size = res[i].id.size;
 				memcpy(e->sha, res[i].sha256, 32);
-				if (ok && !racy(&res[i].id))
+				if (ok && !cr_file_id_racy(&res[i].id))
 					cr_store_cache_put(r->store, &res[i].id, res[i].sha256);
 			} else {
 				item *it = j->it;
@@ -1237,6 +1232,7 @@ static int stage_cb(void *ctx, const cr_wire_event *ev)
 	COPY(payload, payload_len);
 #undef COPY
 	r->stage[r->n_stage++] = s;
+	r->stage_sorted = 0;
 	return 0;
 oom:
 	if (ev->passed_fd >= 0)
@@ -1262,7 +1258,10 @@ static int process_staged(rec *r, int final)
 
 	if (!r->n_stage)
 		return 0;
-	qsort(r->stage, r->n_stage, sizeof(*r->stage), cmp_staged);
+	if (!r->stage_sorted) {
+		qsort(r->stage, r->n_stage, sizeof(*r->stage), cmp_staged);
+		r->stage_sorted = 1;
+	}
 	for (i = 0; i < r->n_stage && r->stage[i]->ev.time_ns <= limit; i++) {
 		staged *s = r->stage[i];
 
@@ -1451,7 +1450,8 @@ static int environment_event(rec *r)
 		json_decref(files);
 		return cr_error_set(CR_ENOMEM, "out of memory");
 	}
-	qsort(r->envs, r->n_envs, sizeof(*r->envs), env_cmp);
+	if (r->n_envs)
+		qsort(r->envs, r->n_envs, sizeof(*r->envs), env_cmp);
 	{
 		cr_buf all = CR_BUF_INIT;
 

@@ -29,6 +29,19 @@ typedef struct cr_file_id {
 int cr_file_id_from_fd(cr_file_id *id, int fd);
 int cr_file_id_equal(const cr_file_id *a, const cr_file_id *b);
 
+struct stat;
+/* Fill id from stat results. */
+void cr_file_id_from_stat(cr_file_id *id, const struct stat *st);
+
+/*
+ * A file modified within this long of being hashed could change again
+ * without its mtime/ctime moving ("racy git"); its hash is not cached.
+ * Well above the kernel's coarse timestamp tick.
+ */
+#define CR_RACY_NS 100000000LL
+/* Nonzero when id was modified less than CR_RACY_NS ago: do not cache its hash. */
+int cr_file_id_racy(const cr_file_id *id);
+
 /* One-shot SHA-256 of a memory block. */
 void cr_sha256(uint8_t out[CR_SHA256_SIZE], const void *data, size_t len);
 
