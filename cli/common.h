@@ -30,6 +30,10 @@ int cmd_check(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_record(int argc, char **argv);
 int cmd_lineage(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
+int cmd_seal(int argc, char **argv);
+int cmd_bundle(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* The store folder: --store, else $CLEANROOM_STORE, else ./.cleanroom. */
 const char *cli_store_path(const char *opt);

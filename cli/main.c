@@ -22,6 +22,10 @@ static const struct {
 	{"status", cmd_status, "tree size, root hash and counts"},
 	{"prove", cmd_prove, "inclusion and consistency proofs"},
 	{"check", cmd_check, "verify the log is append-only and matches its index"},
+	{"keygen", cmd_keygen, "make an Ed25519 signing key"},
+	{"seal", cmd_seal, "sign the log's tree head (C2SP signed note)"},
+	{"bundle", cmd_bundle, "write the signed audit bundle"},
+	{"verify", cmd_verify, "check an audit bundle offline"},
 	{"index", cmd_index, "maintain the SQLite index (index rebuild)"},
 };
 
