@@ -35,4 +35,11 @@ final=$("$cr" lineage --store store --json checkpoints/model.safetensors |
 step "check the log is append-only and consistent"
 "$cr" check --store store
 
-printf '\nThe store is in %s/store (log.git is a plain git repository).\n' "$demo"
+step "make a signing key, seal the log and write the audit bundle"
+"$cr" keygen --out keys
+"$cr" bundle --store store --key keys/cleanroom.key -o bundle.tar.zst
+
+step "verify the bundle offline, with the data and checkpoints on disk"
+"$cr" verify --key keys/cleanroom.pub --data data --checkpoints checkpoints bundle.tar.zst
+
+printf '\nThe store is in %s/store (log.git is a plain git repository); the bundle is\n%s/bundle.tar.zst and its public key %s/keys/cleanroom.pub.\n' "$demo" "$demo" "$demo"
