@@ -28,14 +28,12 @@
 #define KECCAK_RATE 136 /* bytes: 1600 bits less a capacity of 512 */
 
 static const uint64_t round_constants[24] = {
-	0x0000000000000001ULL, 0x0000000000008082ULL, 0x800000000000808aULL,
-	0x8000000080008000ULL, 0x000000000000808bULL, 0x0000000080000001ULL,
-	0x8000000080008081ULL, 0x8000000000008009ULL, 0x000000000000008aULL,
-	0x0000000000000088ULL, 0x0000000080008009ULL, 0x000000008000000aULL,
-	0x000000008000808bULL, 0x800000000000008bULL, 0x8000000000008089ULL,
-	0x8000000000008003ULL, 0x8000000000008002ULL, 0x8000000000000080ULL,
-	0x000000000000800aULL, 0x800000008000000aULL, 0x8000000080008081ULL,
-	0x8000000000008080ULL, 0x0000000080000001ULL, 0x8000000080008008ULL,
+    0x0000000000000001ULL, 0x0000000000008082ULL, 0x800000000000808aULL, 0x8000000080008000ULL,
+    0x000000000000808bULL, 0x0000000080000001ULL, 0x8000000080008081ULL, 0x8000000000008009ULL,
+    0x000000000000008aULL, 0x0000000000000088ULL, 0x0000000080008009ULL, 0x000000008000000aULL,
+    0x000000008000808bULL, 0x800000000000008bULL, 0x8000000000008089ULL, 0x8000000000008003ULL,
+    0x8000000000008002ULL, 0x8000000000000080ULL, 0x000000000000800aULL, 0x800000008000000aULL,
+    0x8000000080008081ULL, 0x8000000000008080ULL, 0x0000000080000001ULL, 0x8000000080008008ULL,
 };
 
 /* rho offsets and pi destinations, visited along the pi cycle from lane 1. */
@@ -201,7 +199,8 @@ static int expected_json(json_t **out, const char *note, size_t note_len)
 	    (rc = cr_seal_body_parse(&body, note, text_len)) != 0)
 		return rc;
 	if (body.size > (uint64_t)CR_EVENT_INT_MAX) {
-		rc = cr_error_set(CR_ERANGE, "seal tree size %" PRIu64 " exceeds 2^53 - 1", body.size);
+		rc = cr_error_set(CR_ERANGE, "seal tree size %" PRIu64 " exceeds 2^53 - 1",
+		                  body.size);
 		goto done;
 	}
 	cr_sha256(commitment, note, note_len);
@@ -212,14 +211,14 @@ static int expected_json(json_t **out, const char *note, size_t note_len)
 		args[32 + 24 + i] = (uint8_t)(body.size >> (8 * (7 - i)));
 	memcpy(args + 64, body.root, 32);
 	/* Inserted in the order the checker reports differences: version first. */
-	doc = json_pack("{s:i, s:s, s:I, s:o, s:o, s:{s:o, s:o}, s:{s:n, s:n, s:n, s:n, s:n, s:n, s:n}}",
-	                "version", CR_ANCHOR_VERSION, "origin", body.origin, "tree_size",
-	                (json_int_t)body.size, "root", hex_plain(body.root, CR_HASH_SIZE),
-	                "commitment", hex_plain(commitment, 32), "calls", "anchor_contract",
-	                call_json(CR_ANCHOR_FUNCTION, CR_ANCHOR_EVENT, args, sizeof(args)),
-	                "eas_timestamp", call_json(CR_EAS_FUNCTION, CR_EAS_EVENT, commitment, 32),
-	                "published", "block", "call", "chain", "chain_id", "contract", "timestamp",
-	                "transaction");
+	doc = json_pack(
+	    "{s:i, s:s, s:I, s:o, s:o, s:{s:o, s:o}, s:{s:n, s:n, s:n, s:n, s:n, s:n, s:n}}",
+	    "version", CR_ANCHOR_VERSION, "origin", body.origin, "tree_size", (json_int_t)body.size,
+	    "root", hex_plain(body.root, CR_HASH_SIZE), "commitment", hex_plain(commitment, 32),
+	    "calls", "anchor_contract",
+	    call_json(CR_ANCHOR_FUNCTION, CR_ANCHOR_EVENT, args, sizeof(args)), "eas_timestamp",
+	    call_json(CR_EAS_FUNCTION, CR_EAS_EVENT, commitment, 32), "published", "block", "call",
+	    "chain", "chain_id", "contract", "timestamp", "transaction");
 	if (!doc) {
 		rc = cr_error_set(CR_ENOMEM, "out of memory building anchor.json");
 		goto done;
@@ -296,21 +295,23 @@ static int compare(const json_t *want, const json_t *have, const char *path)
 	json_t *w;
 
 	if (json_is_object(want) && json_is_object(have)) {
-		json_object_foreach((json_t *)want, k, w) {
+		json_object_foreach ((json_t *)want, k, w) {
 			json_t *h = json_object_get(have, k);
 
 			path_join(sub, sizeof(sub), path, k);
 			if (!h)
-				return cr_error_set(CR_EVERIFY, "anchor.json: \"%s\" is missing", sub);
+				return cr_error_set(CR_EVERIFY, "anchor.json: \"%s\" is missing",
+				                    sub);
 			if (strcmp(sub, "published") == 0)
 				continue; /* checked on its own */
 			if (compare(w, h, sub) != 0)
 				return CR_EVERIFY;
 		}
-		json_object_foreach((json_t *)have, k, w) {
+		json_object_foreach ((json_t *)have, k, w) {
 			if (!json_object_get(want, k)) {
 				path_join(sub, sizeof(sub), path, k);
-				return cr_error_set(CR_EVERIFY, "anchor.json: unknown field \"%s\"", sub);
+				return cr_error_set(CR_EVERIFY, "anchor.json: unknown field \"%s\"",
+				                    sub);
 			}
 		}
 		return 0;
@@ -339,7 +340,7 @@ static int is_count(const json_t *v, json_int_t min)
 /* "published": every field null or of its shape; any non-null is a claim. */
 static int check_published(const json_t *pub, int *claimed)
 {
-	static const char *const keys[] = {"block", "call", "chain", "chain_id",
+	static const char *const keys[] = {"block",    "call",      "chain",      "chain_id",
 	                                   "contract", "timestamp", "transaction"};
 	const char *k, *call;
 	json_t *v;
@@ -350,7 +351,7 @@ static int check_published(const json_t *pub, int *claimed)
 	*claimed = 0;
 	if (!json_is_object(pub))
 		return cr_error_set(CR_EVERIFY, "anchor.json: \"published\" is not an object");
-	json_object_foreach((json_t *)pub, k, v) {
+	json_object_foreach ((json_t *)pub, k, v) {
 		for (i = 0; i < sizeof(keys) / sizeof(keys[0]) && strcmp(k, keys[i]) != 0; i++)
 			;
 		if (i == sizeof(keys) / sizeof(keys[0])) {
@@ -377,7 +378,8 @@ static int check_published(const json_t *pub, int *claimed)
 		else
 			ok = is_hex0x(v, 32);
 		if (!ok)
-			return cr_error_set(CR_EVERIFY, "anchor.json: \"published.%s\" is %s, which is "
+			return cr_error_set(CR_EVERIFY,
+			                    "anchor.json: \"published.%s\" is %s, which is "
 			                    "not a valid %s (see docs/formats/anchor.md)",
 			                    k, shown(a, v), k);
 	}
@@ -409,7 +411,8 @@ int cr_anchor_check(const void *anchor, size_t len, const char *note, size_t not
 		rc = cr_error_set(CR_EINVAL, "anchor.json is not a JSON object");
 		goto done;
 	}
-	if ((rc = expected_json(&want, note, note_len)) != 0 || (rc = compare(want, have, "")) != 0 ||
+	if ((rc = expected_json(&want, note, note_len)) != 0 ||
+	    (rc = compare(want, have, "")) != 0 ||
 	    (rc = check_published(json_object_get(have, "published"), &claimed)) != 0)
 		goto done;
 	if (published)

@@ -34,19 +34,19 @@
 /* One checkpoint event, as the statement lists it. */
 typedef struct ckpt {
 	uint64_t index;
-	uint8_t *path;      /* raw bytes, NUL-terminated */
+	uint8_t *path; /* raw bytes, NUL-terminated */
 	size_t path_len;
 	int has_sha;
 	uint8_t sha[CR_SHA256_SIZE];
 	int changed;
-	char *run;          /* NULL when the event names no run */
-	char *name;         /* subject name, set by assign_names() */
+	char *run;  /* NULL when the event names no run */
+	char *name; /* subject name, set by assign_names() */
 } ckpt;
 
 typedef struct run {
 	char *id;
-	json_t *argv;       /* a reference; JSON null when absent */
-	char *start, *end;  /* NULL when absent */
+	json_t *argv;      /* a reference; JSON null when absent */
+	char *start, *end; /* NULL when absent */
 	int has_exit;
 	int64_t exit_status;
 	uint64_t checkpoints, inputs;
@@ -57,7 +57,7 @@ typedef struct run {
 typedef struct run_table {
 	run *v;
 	size_t n, cap;
-	size_t *slots;      /* index + 1 into v; 0 is empty */
+	size_t *slots; /* index + 1 into v; 0 is empty */
 	size_t nslots;
 } run_table;
 
@@ -68,7 +68,7 @@ typedef struct summary {
 	run_table runs;
 	uint64_t inputs, input_bytes, first_input, last_input;
 	cr_merkle_state input_tree;
-	int code;           /* CR_ECORRUPT when building, CR_EVERIFY when checking */
+	int code; /* CR_ECORRUPT when building, CR_EVERIFY when checking */
 } summary;
 
 enum { EV_OTHER, EV_RUN_START, EV_RUN_END, EV_CHECKPOINT, EV_INPUT };
@@ -125,8 +125,8 @@ static int parse_note(cr_seal_body *out, const char *note, size_t len)
 	size_t i;
 
 	if (len > CR_NOTE_MAX_SIZE)
-		return cr_error_set(CR_EINVAL, "seal note of %zu bytes exceeds the %u byte limit", len,
-		                    CR_NOTE_MAX_SIZE);
+		return cr_error_set(CR_EINVAL, "seal note of %zu bytes exceeds the %u byte limit",
+		                    len, CR_NOTE_MAX_SIZE);
 	if (len == 0 || note[len - 1] != '\n')
 		return cr_error_set(CR_EINVAL, "seal note does not end with a newline");
 	for (i = len - 1; i > 0; i--) {
@@ -134,6 +134,30 @@ static int parse_note(cr_seal_body *out, const char *note, size_t len)
 			return cr_seal_body_parse(out, note, i);
 	}
 	return cr_error_set(CR_EINVAL, "seal note has no blank line before its signatures");
+}
+
+/*
+ * The statement's bytes: jansson's compact output with sorted keys, then
+ * the hex digits of \u escapes lowercased, as RFC 8785 writes them (jansson
+ * writes "\u001F"; only control characters are escaped that way). Every
+ * key we write is ASCII, so byte order is RFC 8785's UTF-16 order too.
+ */
+static char *canonical_dump(const json_t *doc)
+{
+	char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+
+	for (char *p = text; p && *p; p++) {
+		if (*p != '\\')
+			continue;
+		if (p[1] == 'u') {
+			for (int i = 2; i < 6; i++) {
+				if (p[i] >= 'A' && p[i] <= 'F')
+					p[i] = (char)(p[i] - 'A' + 'a');
+			}
+		}
+		p++; /* skip the escaped character: an escaped backslash then "u" is no escape */
+	}
+	return text;
 }
 
 /* ---- runs ---------------------------------------------------------------------- */
@@ -290,8 +314,8 @@ static int assign_names(ckpt *v, size_t n)
 		ckpt *c = order[i];
 		const uint8_t *rel = c->path + common;
 		size_t rel_len = c->path_len - common;
-		int last = i + 1 == n || by_path_then_index(&order[i], &order[i + 1]) != 0 ||
-		           order[i + 1]->path_len != c->path_len ||
+		/* Sorted by path then index: the last of a path is the last of its run. */
+		int last = i + 1 == n || order[i + 1]->path_len != c->path_len ||
 		           memcmp(order[i + 1]->path, c->path, c->path_len) != 0;
 		cr_buf b = CR_BUF_INIT;
 
@@ -394,7 +418,8 @@ static int classify(event_info *info, const summary *s, uint64_t index, const js
 		info->ck.index = index;
 		if ((rc = cr_event_get_path(ev, "path", &path)) != 0) {
 			cr_buf_free(&path);
-			return cr_error_set(s->code, "checkpoint event %" PRIu64 ": no readable path: %s",
+			return cr_error_set(s->code,
+			                    "checkpoint event %" PRIu64 ": no readable path: %s",
 			                    index, cr_error_last());
 		}
 		info->ck.path_len = path.len;
@@ -404,7 +429,9 @@ static int classify(event_info *info, const summary *s, uint64_t index, const js
 		if (sha) {
 			if (strlen(sha) != 64 || cr_hex_decode(info->ck.sha, 32, sha, 64) != 0) {
 				ckpt_clear(&info->ck);
-				return cr_error_set(s->code, "checkpoint event %" PRIu64 ": sha256 is not 64 hex digits",
+				return cr_error_set(s->code,
+				                    "checkpoint event %" PRIu64
+				                    ": sha256 is not 64 hex digits",
 				                    index);
 			}
 			info->ck.has_sha = 1;
@@ -436,8 +463,8 @@ static int observe(summary *s, uint64_t index, const char *leaf, size_t len, eve
 		if ((rc = cr_merkle_state_append(&s->input_tree, h, NULL, NULL)) != 0)
 			return rc;
 		if (info->size > (uint64_t)CR_EVENT_INT_MAX - s->input_bytes)
-			return cr_error_set(CR_ERANGE, "event %" PRIu64 ": input bytes exceed 2^53 - 1",
-			                    index);
+			return cr_error_set(
+			    CR_ERANGE, "event %" PRIu64 ": input bytes exceed 2^53 - 1", index);
 		s->input_bytes += info->size;
 		if (s->inputs++ == 0)
 			s->first_input = index;
@@ -451,10 +478,11 @@ static int observe(summary *s, uint64_t index, const char *leaf, size_t len, eve
 		break;
 	case EV_RUN_END:
 		if (!r)
-			break; /* the end of a run whose start is not in the log: nothing to attach to */
+			break; /* the end of a run whose start is not in the log: nothing to attach
+			          to */
 		if (r->ended)
-			return cr_error_set(s->code, "event %" PRIu64 ": run %s ends a second time", index,
-			                    shown(a, r->id, strlen(r->id)));
+			return cr_error_set(s->code, "event %" PRIu64 ": run %s ends a second time",
+			                    index, shown(a, r->id, strlen(r->id)));
 		r->ended = 1;
 		r->end = dup_str(info->time);
 		r->has_exit = info->has_exit;
@@ -462,8 +490,7 @@ static int observe(summary *s, uint64_t index, const char *leaf, size_t len, eve
 		if (info->time && !r->end)
 			return oom();
 		break;
-	default:
-		break;
+	default: break;
 	}
 	return 0;
 }
@@ -498,14 +525,15 @@ typedef struct builder {
 	uint64_t size;
 	ckpt *ckpts;
 	size_t n_ckpts, cap_ckpts;
-	uint64_t budget;    /* rough bytes of the statement so far */
+	uint64_t budget; /* rough bytes of the statement so far */
 } builder;
 
 static int budget_add(builder *b, uint64_t n)
 {
 	b->budget += n;
 	if (b->budget > CR_ATTEST_STATEMENT_MAX)
-		return cr_error_set(CR_ERANGE, "the attestation would exceed %u bytes (%zu checkpoints, "
+		return cr_error_set(CR_ERANGE,
+		                    "the attestation would exceed %u bytes (%zu checkpoints, "
 		                    "%zu runs so far)",
 		                    CR_ATTEST_STATEMENT_MAX, b->n_ckpts, b->sum.runs.n);
 	return 0;
@@ -526,13 +554,14 @@ static int build_event(void *ctx, uint64_t index, const char *leaf, size_t len)
 	if (index != b->sum.events)
 		return cr_error_set(CR_ECORRUPT, "event %" PRIu64 " came out of order", index);
 	if (cr_event_parse(&ev, leaf, len) != 0)
-		return cr_error_set(CR_ECORRUPT, "event %" PRIu64 ": %s (run `cleanroom check`)", index,
-		                    cr_error_last());
+		return cr_error_set(CR_ECORRUPT, "event %" PRIu64 ": %s (run `cleanroom check`)",
+		                    index, cr_error_last());
 	if ((rc = classify(&info, &b->sum, index, ev)) != 0 ||
 	    (rc = observe(&b->sum, index, leaf, len, &info)) != 0)
 		goto done;
 	if (info.kind == EV_RUN_START) {
-		argv_text = json_dumps(info.argv ? info.argv : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+		argv_text =
+		    json_dumps(info.argv ? info.argv : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
 		rc = argv_text ? budget_add(b, 200 + strlen(info.run) + strlen(argv_text)) : oom();
 		free(argv_text);
 		if (!rc && (rc = run_from_start(&r, &info)) == 0) {
@@ -540,7 +569,8 @@ static int build_event(void *ctx, uint64_t index, const char *leaf, size_t len)
 			run_clear(&r);
 		}
 	} else if (info.kind == EV_CHECKPOINT) {
-		if ((rc = budget_add(b, 240 + 3 * info.ck.path_len + (info.run ? strlen(info.run) : 0))) != 0)
+		if ((rc = budget_add(b, 240 + 3 * info.ck.path_len +
+		                            (info.run ? strlen(info.run) : 0))) != 0)
 			goto done;
 		if (b->n_ckpts == b->cap_ckpts) {
 			size_t cap = b->cap_ckpts ? 2 * b->cap_ckpts : 64;
@@ -592,9 +622,10 @@ static int set_path(json_t *obj, const ckpt *c)
 	int rc;
 
 	if (cr_utf8_valid(c->path, c->path_len))
-		return json_object_set_new(obj, "path", json_stringn((const char *)c->path, c->path_len))
-		               ? oom()
-		               : 0;
+		return json_object_set_new(obj, "path",
+		                           json_stringn((const char *)c->path, c->path_len))
+		           ? oom()
+		           : 0;
 	s = malloc(cr_base64_len(c->path_len) + 1);
 	if (!s)
 		return oom();
@@ -618,15 +649,15 @@ static int statement_json(json_t **out, builder *b, const cr_seal_body *body, co
 	    (rc = subjects_of(&subj, &n_subj, b->ckpts, b->n_ckpts)) != 0)
 		return rc;
 	cr_merkle_state_root(&b->sum.input_tree, root);
-	doc = json_pack("{s:s, s:s, s:[], s:{s:[], s:{s:I, s:I, s:o, s:o, s:o}, s:{s:s, s:o, s:I}, "
-	                "s:n, s:[], s:s%}}",
-	                "_type", CR_ATTEST_STATEMENT_TYPE, "predicateType", CR_ATTEST_PREDICATE_TYPE,
-	                "subject", "predicate", "checkpoints", "inputs", "bytes",
-	                (json_int_t)b->sum.input_bytes, "count", (json_int_t)b->sum.inputs,
-	                "first_index", opt_index(b->sum.first_input), "last_index",
-	                opt_index(b->sum.last_input), "root", hex_json(root, CR_HASH_SIZE), "log",
-	                "origin", body->origin, "root", hex_json(body->root, CR_HASH_SIZE),
-	                "tree_size", (json_int_t)body->size, "policy", "runs", "seal", note, note_len);
+	doc = json_pack(
+	    "{s:s, s:s, s:[], s:{s:[], s:{s:I, s:I, s:o, s:o, s:o}, s:{s:s, s:o, s:I}, "
+	    "s:n, s:[], s:s%}}",
+	    "_type", CR_ATTEST_STATEMENT_TYPE, "predicateType", CR_ATTEST_PREDICATE_TYPE, "subject",
+	    "predicate", "checkpoints", "inputs", "bytes", (json_int_t)b->sum.input_bytes, "count",
+	    (json_int_t)b->sum.inputs, "first_index", opt_index(b->sum.first_input), "last_index",
+	    opt_index(b->sum.last_input), "root", hex_json(root, CR_HASH_SIZE), "log", "origin",
+	    body->origin, "root", hex_json(body->root, CR_HASH_SIZE), "tree_size",
+	    (json_int_t)body->size, "policy", "runs", "seal", note, note_len);
 	if (!doc) {
 		rc = cr_error_set(CR_EINVAL, "the seal note cannot go into JSON (not UTF-8?)");
 		goto done;
@@ -636,8 +667,8 @@ static int statement_json(json_t **out, builder *b, const cr_seal_body *body, co
 	runs = json_object_get(pred, "runs");
 	ckpts = json_object_get(pred, "checkpoints");
 	for (i = 0; i < n_subj; i++) {
-		one = json_pack("{s:{s:o}, s:s}", "digest", "sha256", hex_json(subj[i]->sha, 32), "name",
-		                subj[i]->name);
+		one = json_pack("{s:{s:o}, s:s}", "digest", "sha256", hex_json(subj[i]->sha, 32),
+		                "name", subj[i]->name);
 		if (!one || json_array_append_new(subjects, one) != 0) {
 			rc = oom();
 			goto done;
@@ -646,10 +677,11 @@ static int statement_json(json_t **out, builder *b, const cr_seal_body *body, co
 	for (i = 0; i < b->sum.runs.n; i++) {
 		run *r = &b->sum.runs.v[i];
 
-		one = json_pack("{s:O, s:I, s:o, s:o, s:I, s:s, s:o}", "argv", r->argv, "checkpoints",
-		                (json_int_t)r->checkpoints, "end", opt_string(r->end), "exit_status",
-		                r->has_exit ? json_integer(r->exit_status) : json_null(), "inputs",
-		                (json_int_t)r->inputs, "run", r->id, "start", opt_string(r->start));
+		one =
+		    json_pack("{s:O, s:I, s:o, s:o, s:I, s:s, s:o}", "argv", r->argv, "checkpoints",
+		              (json_int_t)r->checkpoints, "end", opt_string(r->end), "exit_status",
+		              r->has_exit ? json_integer(r->exit_status) : json_null(), "inputs",
+		              (json_int_t)r->inputs, "run", r->id, "start", opt_string(r->start));
 		if (!one || json_array_append_new(runs, one) != 0) {
 			rc = oom();
 			goto done;
@@ -661,7 +693,8 @@ static int statement_json(json_t **out, builder *b, const cr_seal_body *body, co
 		one = json_pack("{s:b, s:I, s:s, s:o, s:o}", "changed", c->changed, "index",
 		                (json_int_t)c->index, "name", c->name, "run", opt_string(c->run),
 		                "sha256", c->has_sha ? hex_json(c->sha, 32) : json_null());
-		if (!one || (rc = set_path(one, c)) != 0 || json_array_append_new(ckpts, one) != 0) {
+		if (!one || (rc = set_path(one, c)) != 0 ||
+		    json_array_append_new(ckpts, one) != 0) {
 			json_decref(one);
 			rc = rc ? rc : oom();
 			goto done;
@@ -675,8 +708,7 @@ done:
 	return rc;
 }
 
-int cr_attest_build(char **out, size_t *out_len, cr_store *store, const char *note,
-                    size_t note_len)
+int cr_attest_build(char **out, size_t *out_len, cr_store *store, const char *note, size_t note_len)
 {
 	builder b;
 	cr_seal_body body = {0};
@@ -694,12 +726,14 @@ int cr_attest_build(char **out, size_t *out_len, cr_store *store, const char *no
 	if ((rc = parse_note(&body, note, note_len)) != 0)
 		return rc;
 	if (body.size > (uint64_t)CR_EVENT_INT_MAX) {
-		rc = cr_error_set(CR_ERANGE, "seal tree size %" PRIu64 " exceeds 2^53 - 1", body.size);
+		rc = cr_error_set(CR_ERANGE, "seal tree size %" PRIu64 " exceeds 2^53 - 1",
+		                  body.size);
 		goto done;
 	}
 	cr_store_state_get(store, &st);
 	if (st.size < body.size) {
-		rc = cr_error_set(CR_ERANGE, "the seal covers %" PRIu64 " events, the store holds %" PRIu64,
+		rc = cr_error_set(CR_ERANGE,
+		                  "the seal covers %" PRIu64 " events, the store holds %" PRIu64,
 		                  body.size, st.size);
 		goto done;
 	}
@@ -716,20 +750,22 @@ int cr_attest_build(char **out, size_t *out_len, cr_store *store, const char *no
 	}
 	cr_merkle_state_root(&b.sum.log, root);
 	if (CRYPTO_memcmp(root, body.root, CR_HASH_SIZE) != 0) {
-		rc = cr_error_set(CR_EVERIFY, "the store's root at size %" PRIu64 " differs from the "
+		rc = cr_error_set(CR_EVERIFY,
+		                  "the store's root at size %" PRIu64 " differs from the "
 		                  "seal's (origin %s): the seal is not of this store",
 		                  body.size, shown(a, body.origin, strlen(body.origin)));
 		goto done;
 	}
 	if ((rc = statement_json(&doc, &b, &body, note, note_len)) != 0)
 		goto done;
-	text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+	text = canonical_dump(doc);
 	if (!text) {
 		rc = oom();
 		goto done;
 	}
 	if (strlen(text) > CR_ATTEST_STATEMENT_MAX) {
-		rc = cr_error_set(CR_ERANGE, "the attestation is %zu bytes, more than the %u byte limit",
+		rc = cr_error_set(CR_ERANGE,
+		                  "the attestation is %zu bytes, more than the %u byte limit",
 		                  strlen(text), CR_ATTEST_STATEMENT_MAX);
 		goto done;
 	}
@@ -754,14 +790,14 @@ struct cr_attest_checker {
 	json_t *doc;
 	uint64_t tree_size;
 	uint8_t root[CR_HASH_SIZE];
-	ckpt *want_ckpts;   /* the predicate's checkpoints, in log order */
+	ckpt *want_ckpts; /* the predicate's checkpoints, in log order */
 	size_t n_ckpts, next_ckpt;
-	run *want_runs;     /* the predicate's runs, in log order */
+	run *want_runs; /* the predicate's runs, in log order */
 	size_t n_runs, next_run;
 	uint64_t want_inputs, want_bytes, want_first, want_last;
 	uint8_t want_input_root[CR_HASH_SIZE];
-	summary sum;        /* what the events fed so far show */
-	int rc;             /* sticky: the first failure */
+	summary sum; /* what the events fed so far show */
+	int rc;      /* sticky: the first failure */
 	char *msg;
 };
 
@@ -778,7 +814,8 @@ static int fail(cr_attest_checker *c, int rc)
 /* "attestation: FIELD WHAT"; a WHAT starting with '.' names a member of FIELD. */
 static int bad(const char *field, const char *what)
 {
-	return cr_error_set(CR_EINVAL, "attestation: %s%s%s", field, what[0] == '.' ? "" : " ", what);
+	return cr_error_set(CR_EINVAL, "attestation: %s%s%s", field, what[0] == '.' ? "" : " ",
+	                    what);
 }
 
 /* obj must be an object holding exactly the named keys (NULL-terminated);
@@ -793,17 +830,19 @@ static int exact_keys(const json_t *obj, const char *field, const char *const *k
 
 	if (!json_is_object(obj))
 		return bad(field, "is not an object");
-	json_object_foreach((json_t *)obj, k, v) {
+	json_object_foreach ((json_t *)obj, k, v) {
 		for (i = 0; keys[i] && strcmp(keys[i], k) != 0; i++)
 			;
 		if (!keys[i] && !(alt && strcmp(alt, k) == 0))
-			return cr_error_set(CR_EINVAL, "attestation: %s has an unknown field \"%s\"",
-			                    field, shown(a, k, strlen(k)));
+			return cr_error_set(CR_EINVAL,
+			                    "attestation: %s has an unknown field \"%s\"", field,
+			                    shown(a, k, strlen(k)));
 		n++;
 	}
 	for (i = 0; keys[i]; i++) {
 		if (!json_object_get(obj, keys[i]) && !(i == 0 && alt && json_object_get(obj, alt)))
-			return cr_error_set(CR_EINVAL, "attestation: %s has no \"%s\"", field, keys[i]);
+			return cr_error_set(CR_EINVAL, "attestation: %s has no \"%s\"", field,
+			                    keys[i]);
 	}
 	if (n != i)
 		return cr_error_set(CR_EINVAL, "attestation: %s has both \"%s\" and \"%s\"", field,
@@ -855,7 +894,8 @@ static int get_opt_str(char **out, const json_t *v, const char *field)
 
 static int parse_ckpt(ckpt *c, const json_t *o, size_t i)
 {
-	static const char *const keys[] = {"path", "changed", "index", "name", "run", "sha256", NULL};
+	static const char *const keys[] = {"path", "changed", "index", "name",
+	                                   "run",  "sha256",  NULL};
 	char field[64];
 	json_t *v;
 	int rc;
@@ -904,8 +944,8 @@ static int parse_ckpt(ckpt *c, const json_t *o, size_t i)
 
 static int parse_run(run *r, const json_t *o, size_t i)
 {
-	static const char *const keys[] = {"argv", "checkpoints", "end", "exit_status",
-	                                   "inputs", "run", "start", NULL};
+	static const char *const keys[] = {"argv",   "checkpoints", "end",   "exit_status",
+	                                   "inputs", "run",         "start", NULL};
 	char field[64];
 	json_t *v;
 	int rc;
@@ -966,28 +1006,35 @@ static int check_subjects(cr_attest_checker *c, const json_t *subjects)
 			rc = bad(field, "has a name that is not a string");
 			goto done;
 		}
-		if (i >= n_want || strcmp(name, want[i]->name) > 0) {
-			rc = cr_error_set(CR_EVERIFY, "attestation: subject \"%s\" is not a checkpoint the "
+		/* Both lists are sorted: a name before the expected one is extra, one after it
+		 * means the expected subject was skipped. */
+		if (i >= n_want || strcmp(name, want[i]->name) < 0) {
+			rc = cr_error_set(CR_EVERIFY,
+			                  "attestation: subject \"%s\" is not a checkpoint the "
 			                  "predicate lists with a digest",
 			                  shown(a, name, strlen(name)));
 			goto done;
 		}
-		if (strcmp(name, want[i]->name) < 0) {
-			rc = cr_error_set(CR_EVERIFY, "attestation: subject \"%s\" (checkpoint event "
+		if (strcmp(name, want[i]->name) > 0) {
+			rc = cr_error_set(CR_EVERIFY,
+			                  "attestation: subject \"%s\" (checkpoint event "
 			                  "%" PRIu64 ") is missing",
-			                  shown(a, want[i]->name, strlen(want[i]->name)), want[i]->index);
+			                  shown(a, want[i]->name, strlen(want[i]->name)),
+			                  want[i]->index);
 			goto done;
 		}
 		if (CRYPTO_memcmp(sha, want[i]->sha, CR_HASH_SIZE) != 0) {
 			cr_hex_encode(hex, want[i]->sha, CR_HASH_SIZE);
-			rc = cr_error_set(CR_EVERIFY, "attestation: subject \"%s\" has the wrong digest: "
+			rc = cr_error_set(CR_EVERIFY,
+			                  "attestation: subject \"%s\" has the wrong digest: "
 			                  "checkpoint event %" PRIu64 " has sha256 %s",
 			                  shown(a, name, strlen(name)), want[i]->index, hex);
 			goto done;
 		}
 	}
 	if (i < n_want)
-		rc = cr_error_set(CR_EVERIFY, "attestation: subject \"%s\" (checkpoint event %" PRIu64
+		rc = cr_error_set(CR_EVERIFY,
+		                  "attestation: subject \"%s\" (checkpoint event %" PRIu64
 		                  ") is missing",
 		                  shown(a, want[i]->name, strlen(want[i]->name)), want[i]->index);
 done:
@@ -1001,10 +1048,10 @@ static int check_statement(cr_attest_checker *c, const char *statement, size_t l
 {
 	static const char *const top[] = {"_type", "predicate", "predicateType", "subject", NULL};
 	static const char *const pred_keys[] = {"checkpoints", "inputs", "log", "policy",
-	                                        "runs", "seal", NULL};
+	                                        "runs",        "seal",   NULL};
 	static const char *const log_keys[] = {"origin", "root", "tree_size", NULL};
-	static const char *const in_keys[] = {"bytes", "count", "first_index", "last_index",
-	                                      "root", NULL};
+	static const char *const in_keys[] = {"bytes",      "count", "first_index",
+	                                      "last_index", "root",  NULL};
 	json_error_t jerr;
 	json_t *pred, *log, *in, *v;
 	cr_seal_body body = {0};
@@ -1014,19 +1061,20 @@ static int check_statement(cr_attest_checker *c, const char *statement, size_t l
 	int rc;
 
 	if (len > CR_ATTEST_STATEMENT_MAX)
-		return cr_error_set(CR_EINVAL, "attestation of %zu bytes exceeds the %u byte limit", len,
-		                    CR_ATTEST_STATEMENT_MAX);
+		return cr_error_set(CR_EINVAL, "attestation of %zu bytes exceeds the %u byte limit",
+		                    len, CR_ATTEST_STATEMENT_MAX);
 	c->doc = json_loadb(statement, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!c->doc)
 		return cr_error_set(CR_EINVAL, "attestation is not JSON: %s at byte %d", jerr.text,
 		                    jerr.position);
-	again = json_dumps(c->doc, JSON_COMPACT | JSON_SORT_KEYS);
+	again = canonical_dump(c->doc);
 	if (!again)
 		return oom();
 	rc = strlen(again) != len || memcmp(again, statement, len) != 0;
 	free(again);
 	if (rc)
-		return cr_error_set(CR_EINVAL, "attestation is not in canonical form (sorted keys, no "
+		return cr_error_set(CR_EINVAL,
+		                    "attestation is not in canonical form (sorted keys, no "
 		                    "whitespace, as cleanroom writes it)");
 	if ((rc = exact_keys(c->doc, "statement", top, NULL)) != 0)
 		return rc;
@@ -1048,35 +1096,43 @@ static int check_statement(cr_attest_checker *c, const char *statement, size_t l
 	seal = json_string_value(v);
 	seal_len = json_string_length(v);
 	if (note && (seal_len != note_len || memcmp(seal, note, note_len) != 0))
-		return cr_error_set(CR_EVERIFY, "attestation: predicate.seal is not the bundle's seal note");
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: predicate.seal is not the bundle's seal note");
 	if ((rc = parse_note(&body, seal, seal_len)) != 0)
 		return cr_error_set(CR_EINVAL, "attestation: predicate.seal: %s", cr_error_last());
 	log = json_object_get(pred, "log");
 	if ((rc = exact_keys(log, "predicate.log", log_keys, NULL)) != 0 ||
-	    (rc = get_count(&c->tree_size, json_object_get(log, "tree_size"), "predicate.log.tree_size")) != 0 ||
+	    (rc = get_count(&c->tree_size, json_object_get(log, "tree_size"),
+	                    "predicate.log.tree_size")) != 0 ||
 	    (rc = get_hash(c->root, json_object_get(log, "root"), "predicate.log.root")) != 0)
 		goto done;
 	origin = json_string_value(json_object_get(log, "origin"));
 	if (!str_eq(origin, body.origin))
-		rc = cr_error_set(CR_EVERIFY, "attestation: predicate.log.origin differs from the seal's origin");
+		rc = cr_error_set(
+		    CR_EVERIFY, "attestation: predicate.log.origin differs from the seal's origin");
 	else if (c->tree_size != body.size)
-		rc = cr_error_set(CR_EVERIFY, "attestation: predicate.log.tree_size is %" PRIu64
+		rc = cr_error_set(CR_EVERIFY,
+		                  "attestation: predicate.log.tree_size is %" PRIu64
 		                  ", the seal's tree size %" PRIu64,
 		                  c->tree_size, body.size);
 	else if (CRYPTO_memcmp(c->root, body.root, CR_HASH_SIZE) != 0)
-		rc = cr_error_set(CR_EVERIFY, "attestation: predicate.log.root differs from the seal's root");
+		rc = cr_error_set(CR_EVERIFY,
+		                  "attestation: predicate.log.root differs from the seal's root");
 	if (rc)
 		goto done;
 
 	in = json_object_get(pred, "inputs");
 	if ((rc = exact_keys(in, "predicate.inputs", in_keys, NULL)) != 0 ||
-	    (rc = get_count(&c->want_inputs, json_object_get(in, "count"), "predicate.inputs.count")) != 0 ||
-	    (rc = get_count(&c->want_bytes, json_object_get(in, "bytes"), "predicate.inputs.bytes")) != 0 ||
+	    (rc = get_count(&c->want_inputs, json_object_get(in, "count"),
+	                    "predicate.inputs.count")) != 0 ||
+	    (rc = get_count(&c->want_bytes, json_object_get(in, "bytes"),
+	                    "predicate.inputs.bytes")) != 0 ||
 	    (rc = get_index(&c->want_first, json_object_get(in, "first_index"),
 	                    "predicate.inputs.first_index")) != 0 ||
 	    (rc = get_index(&c->want_last, json_object_get(in, "last_index"),
 	                    "predicate.inputs.last_index")) != 0 ||
-	    (rc = get_hash(c->want_input_root, json_object_get(in, "root"), "predicate.inputs.root")) != 0)
+	    (rc = get_hash(c->want_input_root, json_object_get(in, "root"),
+	                   "predicate.inputs.root")) != 0)
 		goto done;
 
 	v = json_object_get(pred, "runs");
@@ -1119,14 +1175,17 @@ static int check_statement(cr_attest_checker *c, const char *statement, size_t l
 	if ((rc = assign_names(c->want_ckpts, c->n_ckpts)) != 0)
 		goto done;
 	for (i = 0; i < c->n_ckpts; i++) {
-		const char *listed = json_string_value(json_object_get(json_array_get(v, i), "name"));
+		const char *listed =
+		    json_string_value(json_object_get(json_array_get(v, i), "name"));
 		char a[80], b[80];
 
 		if (strcmp(listed, c->want_ckpts[i].name) != 0) {
-			rc = cr_error_set(CR_EVERIFY, "attestation: predicate.checkpoints[%zu] is named "
-			                  "\"%s\", but its path gives \"%s\"",
-			                  i, shown(a, listed, strlen(listed)),
-			                  shown(b, c->want_ckpts[i].name, strlen(c->want_ckpts[i].name)));
+			rc = cr_error_set(
+			    CR_EVERIFY,
+			    "attestation: predicate.checkpoints[%zu] is named "
+			    "\"%s\", but its path gives \"%s\"",
+			    i, shown(a, listed, strlen(listed)),
+			    shown(b, c->want_ckpts[i].name, strlen(c->want_ckpts[i].name)));
 			goto done;
 		}
 	}
@@ -1162,21 +1221,29 @@ static int feed_run_start(cr_attest_checker *c, uint64_t index, const event_info
 	int rc;
 
 	if (!want || strcmp(want->id, info->run) != 0) {
-		if (!want || run_find(&c->sum.runs, info->run))
-			return cr_error_set(CR_EVERIFY, "attestation: run %s (event %" PRIu64 ") is not in "
+		if (run_find(&c->sum.runs, info->run))
+			return cr_error_set(CR_EVERIFY,
+			                    "attestation: event %" PRIu64 ": run %s starts a second time",
+			                    index, shown(a, info->run, strlen(info->run)));
+		if (!want)
+			return cr_error_set(CR_EVERIFY,
+			                    "attestation: run %s (event %" PRIu64 ") is not in "
 			                    "the statement",
 			                    shown(a, info->run, strlen(info->run)), index);
-		return cr_error_set(CR_EVERIFY, "attestation: the log starts run %s at event %" PRIu64
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: the log starts run %s at event %" PRIu64
 		                    " where the statement lists run %s next",
 		                    shown(a, info->run, strlen(info->run)), index,
 		                    shown(b, want->id, strlen(want->id)));
 	}
 	if (!json_equal(want->argv, info->argv ? info->argv : json_null()))
-		return cr_error_set(CR_EVERIFY, "attestation: run %s: argv differs from its run_start "
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: run %s: argv differs from its run_start "
 		                    "(event %" PRIu64 ")",
 		                    shown(a, want->id, strlen(want->id)), index);
 	if (!str_eq(want->start, info->time))
-		return cr_error_set(CR_EVERIFY, "attestation: run %s: start differs from its run_start "
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: run %s: start differs from its run_start "
 		                    "(event %" PRIu64 ")",
 		                    shown(a, want->id, strlen(want->id)), index);
 	c->next_run++;
@@ -1195,15 +1262,18 @@ static int feed_checkpoint(cr_attest_checker *c, uint64_t index, const ckpt *hav
 	const char *name;
 
 	if (!want || want->index != index)
-		return cr_error_set(CR_EVERIFY, "attestation: checkpoint event %" PRIu64 " (%s) is "
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: checkpoint event %" PRIu64 " (%s) is "
 		                    "in the log but not in the statement",
 		                    index, shown(a, (const char *)have->path, have->path_len));
 	c->next_ckpt++;
 	name = shown(nm, want->name, strlen(want->name));
 	if (want->path_len != have->path_len || memcmp(want->path, have->path, have->path_len) != 0)
-		return cr_error_set(CR_EVERIFY, "attestation: subject \"%s\" (checkpoint event %" PRIu64
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: subject \"%s\" (checkpoint event %" PRIu64
 		                    "): the log's path is %s",
-		                    name, index, shown(a, (const char *)have->path, have->path_len));
+		                    name, index,
+		                    shown(a, (const char *)have->path, have->path_len));
 	if (want->has_sha != have->has_sha ||
 	    (have->has_sha && CRYPTO_memcmp(want->sha, have->sha, CR_HASH_SIZE) != 0)) {
 		strcpy(hex, "none");
@@ -1212,16 +1282,19 @@ static int feed_checkpoint(cr_attest_checker *c, uint64_t index, const ckpt *hav
 			cr_hex_encode(hex, have->sha, CR_HASH_SIZE);
 		if (want->has_sha)
 			cr_hex_encode(hex2, want->sha, CR_HASH_SIZE);
-		return cr_error_set(CR_EVERIFY, "attestation: subject \"%s\" has the wrong digest: "
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: subject \"%s\" has the wrong digest: "
 		                    "checkpoint event %" PRIu64 " has sha256 %s, the statement %s",
 		                    name, index, hex, hex2);
 	}
 	if (want->changed != have->changed)
-		return cr_error_set(CR_EVERIFY, "attestation: checkpoint \"%s\" (event %" PRIu64 "): "
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: checkpoint \"%s\" (event %" PRIu64 "): "
 		                    "\"changed\" differs from the log",
 		                    name, index);
 	if (!str_eq(want->run, run_id))
-		return cr_error_set(CR_EVERIFY, "attestation: checkpoint \"%s\" (event %" PRIu64 "): "
+		return cr_error_set(CR_EVERIFY,
+		                    "attestation: checkpoint \"%s\" (event %" PRIu64 "): "
 		                    "its run differs from the log",
 		                    name, index);
 	return 0;
@@ -1240,17 +1313,20 @@ int cr_attest_checker_feed(cr_attest_checker *c, uint64_t index, const char *lea
 	if (c->rc)
 		return c->rc;
 	if (index != c->sum.events)
-		return fail(c, cr_error_set(CR_EVERIFY, "attestation: event %" PRIu64 " fed where event "
+		return fail(c, cr_error_set(CR_EVERIFY,
+		                            "attestation: event %" PRIu64 " fed where event "
 		                            "%" PRIu64 " was due",
 		                            index, c->sum.events));
 	if (index >= c->tree_size)
-		return fail(c, cr_error_set(CR_EVERIFY, "attestation: the log has more events than the "
+		return fail(c, cr_error_set(CR_EVERIFY,
+		                            "attestation: the log has more events than the "
 		                            "attested tree size %" PRIu64,
 		                            c->tree_size));
 	if (!ev) {
 		if (cr_event_parse(&parsed, leaf, len) != 0)
-			return fail(c, cr_error_set(CR_EVERIFY, "attestation: event %" PRIu64 ": %s", index,
-			                            cr_error_last()));
+			return fail(c,
+			            cr_error_set(CR_EVERIFY, "attestation: event %" PRIu64 ": %s",
+			                         index, cr_error_last()));
 		ev = parsed;
 	}
 	if ((rc = classify(&info, &c->sum, index, ev)) != 0)
@@ -1258,7 +1334,8 @@ int cr_attest_checker_feed(cr_attest_checker *c, uint64_t index, const char *lea
 	/* A checkpoint the statement lists here must be what the log holds here. */
 	want = c->next_ckpt < c->n_ckpts ? &c->want_ckpts[c->next_ckpt] : NULL;
 	if (want && want->index == index && info.kind != EV_CHECKPOINT) {
-		rc = cr_error_set(CR_EVERIFY, "attestation: subject \"%s\" (checkpoint event %" PRIu64
+		rc = cr_error_set(CR_EVERIFY,
+		                  "attestation: subject \"%s\" (checkpoint event %" PRIu64
 		                  ") is not in the log: event %" PRIu64 " is a %s",
 		                  shown(nm, want->name, strlen(want->name)), index, index,
 		                  cr_event_type(ev));
@@ -1285,23 +1362,29 @@ static int finish_runs(cr_attest_checker *c)
 		const char *id = shown(a, want->id, strlen(want->id));
 
 		if (!have)
-			return cr_error_set(CR_EVERIFY, "attestation: run %s is not in the log", id);
+			return cr_error_set(CR_EVERIFY, "attestation: run %s is not in the log",
+			                    id);
 		if (!str_eq(want->end, have->end))
-			return cr_error_set(CR_EVERIFY, "attestation: run %s: end is %s in the statement, "
+			return cr_error_set(CR_EVERIFY,
+			                    "attestation: run %s: end is %s in the statement, "
 			                    "%s in the log",
-			                    id, want->end ? want->end : "null", have->end ? have->end : "null");
+			                    id, want->end ? want->end : "null",
+			                    have->end ? have->end : "null");
 		if (want->has_exit != have->has_exit ||
 		    (have->has_exit && want->exit_status != have->exit_status))
-			return cr_error_set(CR_EVERIFY, "attestation: run %s: exit_status differs (the "
+			return cr_error_set(CR_EVERIFY,
+			                    "attestation: run %s: exit_status differs (the "
 			                    "statement has %" PRId64 "%s, the log %" PRId64 "%s)",
 			                    id, want->exit_status, want->has_exit ? "" : " (null)",
 			                    have->exit_status, have->has_exit ? "" : " (null)");
 		if (want->checkpoints != have->checkpoints)
-			return cr_error_set(CR_EVERIFY, "attestation: run %s: %" PRIu64 " checkpoints in the "
+			return cr_error_set(CR_EVERIFY,
+			                    "attestation: run %s: %" PRIu64 " checkpoints in the "
 			                    "statement, %" PRIu64 " in the log",
 			                    id, want->checkpoints, have->checkpoints);
 		if (want->inputs != have->inputs)
-			return cr_error_set(CR_EVERIFY, "attestation: run %s: %" PRIu64 " inputs in the "
+			return cr_error_set(CR_EVERIFY,
+			                    "attestation: run %s: %" PRIu64 " inputs in the "
 			                    "statement, %" PRIu64 " in the log",
 			                    id, want->inputs, have->inputs);
 	}
@@ -1316,7 +1399,8 @@ int cr_attest_checker_finish(cr_attest_checker *c)
 	if (c->rc)
 		return cr_error_set(c->rc, "%s", c->msg ? c->msg : "attestation check failed");
 	if (c->sum.events != c->tree_size) {
-		rc = cr_error_set(CR_EVERIFY, "attestation: the log has %" PRIu64 " events, the "
+		rc = cr_error_set(CR_EVERIFY,
+		                  "attestation: the log has %" PRIu64 " events, the "
 		                  "statement attests %" PRIu64,
 		                  c->sum.events, c->tree_size);
 		return fail(c, rc);
@@ -1325,31 +1409,38 @@ int cr_attest_checker_finish(cr_attest_checker *c)
 		const ckpt *want = &c->want_ckpts[c->next_ckpt];
 		char nm[80];
 
-		return fail(c, cr_error_set(CR_EVERIFY, "attestation: subject \"%s\" (checkpoint event "
-		                            "%" PRIu64 ") is not in the log",
-		                            shown(nm, want->name, strlen(want->name)), want->index));
+		return fail(c,
+		            cr_error_set(CR_EVERIFY,
+		                         "attestation: subject \"%s\" (checkpoint event "
+		                         "%" PRIu64 ") is not in the log",
+		                         shown(nm, want->name, strlen(want->name)), want->index));
 	}
 	if ((rc = finish_runs(c)) != 0)
 		return fail(c, rc);
 	if (c->sum.inputs != c->want_inputs)
-		return fail(c, cr_error_set(CR_EVERIFY, "attestation: inputs.count is %" PRIu64 ", the "
+		return fail(c, cr_error_set(CR_EVERIFY,
+		                            "attestation: inputs.count is %" PRIu64 ", the "
 		                            "log has %" PRIu64 " input events",
 		                            c->want_inputs, c->sum.inputs));
 	if (c->sum.input_bytes != c->want_bytes)
-		return fail(c, cr_error_set(CR_EVERIFY, "attestation: inputs.bytes is %" PRIu64 ", the "
+		return fail(c, cr_error_set(CR_EVERIFY,
+		                            "attestation: inputs.bytes is %" PRIu64 ", the "
 		                            "log's input events sum to %" PRIu64,
 		                            c->want_bytes, c->sum.input_bytes));
 	if (c->sum.first_input != c->want_first || c->sum.last_input != c->want_last)
-		return fail(c, cr_error_set(CR_EVERIFY, "attestation: inputs.first_index/last_index "
-		                            "differ from the log"));
+		return fail(c,
+		            cr_error_set(CR_EVERIFY, "attestation: inputs.first_index/last_index "
+		                                     "differ from the log"));
 	cr_merkle_state_root(&c->sum.input_tree, root);
 	if (CRYPTO_memcmp(root, c->want_input_root, CR_HASH_SIZE) != 0)
-		return fail(c, cr_error_set(CR_EVERIFY, "attestation: inputs.root differs from the root "
+		return fail(c, cr_error_set(CR_EVERIFY,
+		                            "attestation: inputs.root differs from the root "
 		                            "over the log's input events"));
 	cr_merkle_state_root(&c->sum.log, root);
 	if (CRYPTO_memcmp(root, c->root, CR_HASH_SIZE) != 0)
-		return fail(c, cr_error_set(CR_EVERIFY, "attestation: log.root differs from the root "
-		                            "of the events"));
+		return fail(c,
+		            cr_error_set(CR_EVERIFY, "attestation: log.root differs from the root "
+		                                     "of the events"));
 	return 0;
 }
 

@@ -132,9 +132,11 @@ int cr_dsse_sign(char **out, size_t *out_len, const char *type, const void *payl
 	if ((rc = check_key(key)) != 0 || (rc = check_type(type)) != 0)
 		return rc;
 	if (len > CR_DSSE_PAYLOAD_MAX)
-		return cr_error_set(CR_ERANGE, "DSSE: payload of %zu bytes exceeds the %u byte limit",
-		                    len, CR_DSSE_PAYLOAD_MAX);
-	if ((rc = cr_dsse_keyid(keyid, key)) != 0 || (rc = cr_dsse_pae(&pae, type, payload, len)) != 0)
+		return cr_error_set(CR_ERANGE,
+		                    "DSSE: payload of %zu bytes exceeds the %u byte limit", len,
+		                    CR_DSSE_PAYLOAD_MAX);
+	if ((rc = cr_dsse_keyid(keyid, key)) != 0 ||
+	    (rc = cr_dsse_pae(&pae, type, payload, len)) != 0)
 		goto done;
 	md = EVP_MD_CTX_new();
 	/* Ed25519 is "pure": no digest, and the one-shot call only. */
@@ -194,8 +196,9 @@ static int b64_field(uint8_t **out, size_t *out_len, const json_t *v, const char
 		return cr_error_set(CR_ENOMEM, "out of memory");
 	if ((rc = cr_base64_decode(buf, out_len, s, n)) != 0) {
 		free(buf);
-		return cr_error_set(CR_EINVAL, "DSSE envelope: %s is not standard padded base64: %s",
-		                    field, cr_error_last());
+		return cr_error_set(CR_EINVAL,
+		                    "DSSE envelope: %s is not standard padded base64: %s", field,
+		                    cr_error_last());
 	}
 	buf[*out_len] = '\0';
 	*out = buf;
@@ -215,19 +218,23 @@ static int check_signature(const json_t *sig, size_t i, const char *keyid, const
 	int rc = 0, mine;
 
 	if (!json_is_object(sig))
-		return cr_error_set(CR_EINVAL, "DSSE envelope: signatures[%zu] is not an object", i);
-	json_object_foreach((json_t *)sig, k, v) {
+		return cr_error_set(CR_EINVAL, "DSSE envelope: signatures[%zu] is not an object",
+		                    i);
+	json_object_foreach ((json_t *)sig, k, v) {
 		if (strcmp(k, "keyid") != 0 && strcmp(k, "sig") != 0)
-			return cr_error_set(CR_EINVAL, "DSSE envelope: signatures[%zu] has an unknown field \"%s\"",
-			                    i, shown(name, k));
+			return cr_error_set(
+			    CR_EINVAL, "DSSE envelope: signatures[%zu] has an unknown field \"%s\"",
+			    i, shown(name, k));
 	}
 	/* DSSE: an absent keyid is the same as an empty one. */
 	v = json_object_get(sig, "keyid");
 	if (v && !json_is_string(v))
-		return cr_error_set(CR_EINVAL, "DSSE envelope: signatures[%zu].keyid is not a string", i);
+		return cr_error_set(CR_EINVAL,
+		                    "DSSE envelope: signatures[%zu].keyid is not a string", i);
 	if (v && json_string_length(v) > CR_DSSE_KEYID_MAX)
-		return cr_error_set(CR_EINVAL, "DSSE envelope: signatures[%zu].keyid exceeds %d bytes",
-		                    i, CR_DSSE_KEYID_MAX);
+		return cr_error_set(CR_EINVAL,
+		                    "DSSE envelope: signatures[%zu].keyid exceeds %d bytes", i,
+		                    CR_DSSE_KEYID_MAX);
 	mine = v && strcmp(json_string_value(v), keyid) == 0;
 	v = json_object_get(sig, "sig");
 	if (!v)
@@ -254,8 +261,8 @@ done:
 	return rc;
 }
 
-int cr_dsse_verify(char **out, size_t *out_len, const void *envelope, size_t len,
-                   const char *type, EVP_PKEY *key)
+int cr_dsse_verify(char **out, size_t *out_len, const void *envelope, size_t len, const char *type,
+                   EVP_PKEY *key)
 {
 	json_error_t jerr;
 	json_t *env = NULL, *v, *sigs;
@@ -273,22 +280,24 @@ int cr_dsse_verify(char **out, size_t *out_len, const void *envelope, size_t len
 	if ((rc = check_key(key)) != 0 || (rc = check_type(type)) != 0)
 		return rc;
 	if (len > CR_DSSE_ENVELOPE_MAX)
-		return cr_error_set(CR_EINVAL, "DSSE envelope of %zu bytes exceeds the %u byte limit",
-		                    len, CR_DSSE_ENVELOPE_MAX);
+		return cr_error_set(CR_EINVAL,
+		                    "DSSE envelope of %zu bytes exceeds the %u byte limit", len,
+		                    CR_DSSE_ENVELOPE_MAX);
 	env = json_loadb(envelope, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!env)
-		return cr_error_set(CR_EINVAL, "DSSE envelope is not JSON: %s at byte %d", jerr.text,
-		                    jerr.position);
+		return cr_error_set(CR_EINVAL, "DSSE envelope is not JSON: %s at byte %d",
+		                    jerr.text, jerr.position);
 	if (!json_is_object(env)) {
 		rc = cr_error_set(CR_EINVAL, "DSSE envelope is not a JSON object");
 		goto done;
 	}
 	/* Unknown fields are refused, not ignored as DSSE allows: they are not
 	 * signed, and a cleanroom envelope never has any. */
-	json_object_foreach(env, k, v) {
+	json_object_foreach (env, k, v) {
 		if (strcmp(k, "payload") != 0 && strcmp(k, "payloadType") != 0 &&
 		    strcmp(k, "signatures") != 0) {
-			rc = cr_error_set(CR_EINVAL, "DSSE envelope: unknown field \"%s\"", shown(name, k));
+			rc = cr_error_set(CR_EINVAL, "DSSE envelope: unknown field \"%s\"",
+			                  shown(name, k));
 			goto done;
 		}
 	}
@@ -299,7 +308,8 @@ int cr_dsse_verify(char **out, size_t *out_len, const void *envelope, size_t len
 		goto done;
 	}
 	if (strcmp(json_string_value(v), type) != 0) {
-		rc = cr_error_set(CR_EVERIFY, "DSSE envelope: payloadType is \"%s\", expected \"%s\"",
+		rc = cr_error_set(CR_EVERIFY,
+		                  "DSSE envelope: payloadType is \"%s\", expected \"%s\"",
 		                  shown(name, json_string_value(v)), type);
 		goto done;
 	}
@@ -314,7 +324,8 @@ int cr_dsse_verify(char **out, size_t *out_len, const void *envelope, size_t len
 	sigs = json_object_get(env, "signatures");
 	if (!json_is_array(sigs) || json_array_size(sigs) == 0 ||
 	    json_array_size(sigs) > CR_DSSE_SIGNATURES_MAX) {
-		rc = cr_error_set(CR_EINVAL, "DSSE envelope: signatures must be an array of 1 to %d entries",
+		rc = cr_error_set(CR_EINVAL,
+		                  "DSSE envelope: signatures must be an array of 1 to %d entries",
 		                  CR_DSSE_SIGNATURES_MAX);
 		goto done;
 	}
@@ -327,12 +338,14 @@ int cr_dsse_verify(char **out, size_t *out_len, const void *envelope, size_t len
 			goto done;
 	}
 	if (!ours) {
-		rc = cr_error_set(CR_EVERIFY, "DSSE envelope: no signature has the key's keyid %s", keyid);
+		rc = cr_error_set(CR_EVERIFY, "DSSE envelope: no signature has the key's keyid %s",
+		                  keyid);
 		goto done;
 	}
 	if (!valid) {
 		rc = cr_error_set(CR_EVERIFY,
-		                  "DSSE envelope: the signature by key %s does not verify over PAE(payloadType, payload)",
+		                  "DSSE envelope: the signature by key %s does not verify over "
+		                  "PAE(payloadType, payload)",
 		                  keyid);
 		goto done;
 	}

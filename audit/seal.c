@@ -40,11 +40,11 @@
 static const char sig_prefix[] = "\xe2\x80\x94 ";
 #define SIG_PREFIX_LEN (sizeof(sig_prefix) - 1)
 
-#define KEY_ID_SIZE 4
+#define KEY_ID_SIZE   4
 #define SIG_BLOB_SIZE (KEY_ID_SIZE + CR_ED25519_SIG_SIZE)
-#define SIG_BLOB_B64 ((SIG_BLOB_SIZE + 2) / 3 * 4)
-#define VKEY_B64 ((1 + CR_ED25519_KEY_SIZE + 2) / 3 * 4)
-#define ROOT_B64 ((CR_HASH_SIZE + 2) / 3 * 4)
+#define SIG_BLOB_B64  ((SIG_BLOB_SIZE + 2) / 3 * 4)
+#define VKEY_B64      ((1 + CR_ED25519_KEY_SIZE + 2) / 3 * 4)
+#define ROOT_B64      ((CR_HASH_SIZE + 2) / 3 * 4)
 /* A PEM Ed25519 key is about 120 bytes; anything near this is not one. */
 #define KEY_FILE_MAX 65536
 
@@ -119,8 +119,8 @@ static int text_ok(const char *s, size_t len, const char *what)
 		unsigned char c = (unsigned char)s[i];
 
 		if (c < 0x20 && c != '\n')
-			return cr_error_set(CR_EINVAL, "%s holds control character 0x%02x at byte %zu",
-			                    what, c, i);
+			return cr_error_set(
+			    CR_EINVAL, "%s holds control character 0x%02x at byte %zu", what, c, i);
 	}
 	if (!cr_utf8_valid((const uint8_t *)s, len))
 		return cr_error_set(CR_EINVAL, "%s is not valid UTF-8", what);
@@ -157,7 +157,8 @@ static int write_all(int fd, const char *data, size_t len, const char *path)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return cr_error_set_errno(CR_EIO, n < 0 ? errno : EIO, "cannot write %s", path);
+			return cr_error_set_errno(CR_EIO, n < 0 ? errno : EIO, "cannot write %s",
+			                          path);
 		data += n;
 		len -= (size_t)n;
 	}
@@ -182,15 +183,15 @@ static int fsync_dir(const char *dir)
  * sync and close it. The mode is set by open() itself, so the file is never
  * more open than mode, even for an instant. On failure it is removed.
  */
-static int write_new(const char *path, const char *what, const char *data, size_t len,
-                     mode_t mode)
+static int write_new(const char *path, const char *what, const char *data, size_t len, mode_t mode)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, mode), rc;
 
 	if (fd < 0) {
 		if (errno == EEXIST)
-			return cr_error_set(CR_EEXISTS, "%s %s already exists; refusing to overwrite it",
-			                    what, path);
+			return cr_error_set(CR_EEXISTS,
+			                    "%s %s already exists; refusing to overwrite it", what,
+			                    path);
 		return cr_error_set_errno(CR_EIO, errno, "cannot create %s %s", what, path);
 	}
 	rc = write_all(fd, data, len, path);
@@ -232,11 +233,12 @@ static int read_file(const char *path, const char *what, size_t max, int secret,
 		goto done;
 	}
 	if (secret && (st.st_mode & 077)) {
-		rc = cr_error_set(CR_EIO,
-		                  "refusing to use %s %s: group or others may access it (mode %04o); "
-		                  "fix it with `chmod 600 %s` (and treat the key as exposed if "
-		                  "others could read it)",
-		                  what, path, (unsigned)(st.st_mode & 07777), path);
+		rc = cr_error_set(
+		    CR_EIO,
+		    "refusing to use %s %s: group or others may access it (mode %04o); "
+		    "fix it with `chmod 600 %s` (and treat the key as exposed if "
+		    "others could read it)",
+		    what, path, (unsigned)(st.st_mode & 07777), path);
 		goto done;
 	}
 	if ((buf = malloc(max + 1)) == NULL) {
@@ -315,7 +317,8 @@ int cr_note_key_id(uint32_t *out, const char *name, const uint8_t key[CR_ED25519
 
 	*out = 0;
 	if (!cr_note_name_valid(name, n))
-		return cr_error_set(CR_EINVAL, "invalid key name '%s': it must be 1 to %d bytes of "
+		return cr_error_set(CR_EINVAL,
+		                    "invalid key name '%s': it must be 1 to %d bytes of "
 		                    "UTF-8 without spaces, '+' or control characters",
 		                    name, CR_NOTE_MAX_NAME);
 	memcpy(buf, name, n);
@@ -340,8 +343,8 @@ int cr_vkey_parse(cr_vkey *out, const char *s, size_t len)
 
 	memset(out, 0, sizeof(*out));
 	if (len >= CR_VKEY_MAX)
-		return cr_error_set(CR_EINVAL, "verifier key is %zu bytes, longer than any valid one",
-		                    len);
+		return cr_error_set(CR_EINVAL,
+		                    "verifier key is %zu bytes, longer than any valid one", len);
 	/* The name ends at the first '+' and the id at the second: base64 may hold '+'. */
 	if ((plus1 = memchr(s, '+', len)) == NULL)
 		return cr_error_set(CR_EINVAL, "verifier key has no '+' after its name");
@@ -357,11 +360,13 @@ int cr_vkey_parse(cr_vkey *out, const char *s, size_t len)
 	b64_len = len - (size_t)(b64 - s);
 	if (b64_len != VKEY_B64 || cr_base64_decode(raw, &n, b64, b64_len) != 0 ||
 	    n != 1 + CR_ED25519_KEY_SIZE)
-		return cr_error_set(CR_EINVAL, "verifier key: the key is not base64 of %d bytes "
+		return cr_error_set(CR_EINVAL,
+		                    "verifier key: the key is not base64 of %d bytes "
 		                    "(a type byte and an Ed25519 public key)",
 		                    1 + CR_ED25519_KEY_SIZE);
 	if (raw[0] != CR_NOTE_ALG_ED25519)
-		return cr_error_set(CR_EINVAL, "verifier key has signature type 0x%02x, not Ed25519 (0x01)",
+		return cr_error_set(CR_EINVAL,
+		                    "verifier key has signature type 0x%02x, not Ed25519 (0x01)",
 		                    raw[0]);
 	memcpy(out->name, s, name_len);
 	out->name[name_len] = '\0';
@@ -370,8 +375,10 @@ int cr_vkey_parse(cr_vkey *out, const char *s, size_t len)
 	if ((rc = cr_note_key_id(&want, out->name, out->key)) != 0)
 		goto fail;
 	if (want != out->id) {
-		rc = cr_error_set(CR_EINVAL, "verifier key id %08x does not match its name and key "
-		                  "(they give %08x)", out->id, want);
+		rc = cr_error_set(CR_EINVAL,
+		                  "verifier key id %08x does not match its name and key "
+		                  "(they give %08x)",
+		                  out->id, want);
 		goto fail;
 	}
 	return 0;
@@ -472,12 +479,15 @@ int cr_key_generate(const char *dir, const char *name, int force, cr_vkey *out)
 	int made = 0, rc = 0, i;
 
 	if (!cr_note_name_valid(name, strlen(name)))
-		return cr_error_set(CR_EINVAL, "invalid key name '%s': it must be 1 to %d bytes of "
+		return cr_error_set(CR_EINVAL,
+		                    "invalid key name '%s': it must be 1 to %d bytes of "
 		                    "UTF-8 without spaces, '+' or control characters",
 		                    name, CR_NOTE_MAX_NAME);
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return cr_error_set_errno(CR_EIO, errno, "cannot create key folder %s", dir);
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+	if (stat(dir, &st) != 0)
+		return cr_error_set_errno(CR_EIO, errno, "cannot stat key folder %s", dir);
+	if (!S_ISDIR(st.st_mode))
 		return cr_error_set(CR_EIO, "key folder %s is not a folder", dir);
 	for (i = 0; i < 3; i++) {
 		if ((paths[i] = join(dir, files[i])) == NULL ||
@@ -487,8 +497,9 @@ int cr_key_generate(const char *dir, const char *name, int force, cr_vkey *out)
 		}
 		/* Check all three first, so a refusal leaves nothing half-written. */
 		if (!force && lstat(paths[i], &st) == 0) {
-			rc = cr_error_set(CR_EEXISTS, "%s %s already exists; refusing to overwrite it",
-			                  what[i], paths[i]);
+			rc = cr_error_set(CR_EEXISTS,
+			                  "%s %s already exists; refusing to overwrite it", what[i],
+			                  paths[i]);
 			goto done;
 		}
 	}
@@ -532,8 +543,8 @@ int cr_key_generate(const char *dir, const char *name, int force, cr_vkey *out)
 	if (force) {
 		for (i = 0; i < 3; i++) {
 			if (rename(tmps[i], paths[i]) != 0) {
-				rc = cr_error_set_errno(CR_EIO, errno, "cannot rename %s to %s", tmps[i],
-				                        paths[i]);
+				rc = cr_error_set_errno(CR_EIO, errno, "cannot rename %s to %s",
+				                        tmps[i], paths[i]);
 				goto done;
 			}
 			free(tmps[i]);
@@ -580,13 +591,14 @@ static int load_key(EVP_PKEY **out, const char *path, int private_key)
 	key = private_key ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL)
 	                  : PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
 	if (!key) {
-		rc = crypto_error(CR_EINVAL, "cannot read %s %s: not an unencrypted PEM %s", what, path,
-		                  what);
+		rc = crypto_error(CR_EINVAL, "cannot read %s %s: not an unencrypted PEM %s", what,
+		                  path, what);
 		goto done;
 	}
 	if (!EVP_PKEY_is_a(key, "ED25519")) {
-		rc = cr_error_set(CR_EINVAL, "%s %s is a %s key, not Ed25519", what, path,
-		                  EVP_PKEY_get0_type_name(key) ? EVP_PKEY_get0_type_name(key) : "?");
+		rc =
+		    cr_error_set(CR_EINVAL, "%s %s is a %s key, not Ed25519", what, path,
+		                 EVP_PKEY_get0_type_name(key) ? EVP_PKEY_get0_type_name(key) : "?");
 		goto done;
 	}
 	*out = key;
@@ -626,15 +638,17 @@ int cr_key_name_load(char out[CR_NOTE_MAX_NAME + 1], const char *key_path, const
 	memcpy(vpath + n, ".vkey", 6);
 	rc = cr_vkey_load(&vk, vpath);
 	if (rc == CR_ENOTFOUND)
-		rc = cr_error_set(rc, "no verifier key %s beside private key %s to take the key name "
-		                  "from", vpath, key_path);
+		rc = cr_error_set(rc,
+		                  "no verifier key %s beside private key %s to take the key name "
+		                  "from",
+		                  vpath, key_path);
 	if (rc)
 		goto done;
 	if ((rc = cr_vkey_from_key(&mine, key, vk.name)) != 0)
 		goto done;
 	if (mine.id != vk.id || CRYPTO_memcmp(mine.key, vk.key, CR_ED25519_KEY_SIZE) != 0) {
-		rc = cr_error_set(CR_EINVAL, "verifier key %s belongs to another key than %s", vpath,
-		                  key_path);
+		rc = cr_error_set(CR_EINVAL, "verifier key %s belongs to another key than %s",
+		                  vpath, key_path);
 		goto done;
 	}
 	memcpy(out, vk.name, strlen(vk.name) + 1);
@@ -667,11 +681,13 @@ int cr_note_sign(char **out, size_t *out_len, const char *text, size_t len, cons
 	if (out_len)
 		*out_len = 0;
 	if (len == 0 || text[len - 1] != '\n')
-		return cr_error_set(CR_EINVAL, "note text must be non-empty and end with a newline");
+		return cr_error_set(CR_EINVAL,
+		                    "note text must be non-empty and end with a newline");
 	if (len > CR_NOTE_MAX_SIZE - overhead)
 		return cr_error_set(CR_EINVAL, "note text is %zu bytes, more than the limit of %zu",
 		                    len, (size_t)CR_NOTE_MAX_SIZE - overhead);
-	if ((rc = text_ok(text, len, "note text")) != 0 || (rc = cr_vkey_from_key(&vk, key, name)) != 0)
+	if ((rc = text_ok(text, len, "note text")) != 0 ||
+	    (rc = cr_vkey_from_key(&vk, key, name)) != 0)
 		return rc;
 	if ((ctx = EVP_MD_CTX_new()) == NULL) {
 		rc = crypto_error(CR_ENOMEM, "out of memory");
@@ -679,7 +695,8 @@ int cr_note_sign(char **out, size_t *out_len, const char *text, size_t len, cons
 	}
 	/* Ed25519 signs the message itself: no digest is named. */
 	if (EVP_DigestSignInit(ctx, NULL, NULL, NULL, key) != 1 ||
-	    EVP_DigestSign(ctx, blob + KEY_ID_SIZE, &sig_len, (const unsigned char *)text, len) != 1 ||
+	    EVP_DigestSign(ctx, blob + KEY_ID_SIZE, &sig_len, (const unsigned char *)text, len) !=
+	        1 ||
 	    sig_len != CR_ED25519_SIG_SIZE) {
 		rc = crypto_error(CR_ECRYPTO, "cannot sign the note with key '%s'", name);
 		goto done;
@@ -716,7 +733,7 @@ static int note_split(const char *note, size_t len, size_t *text_len)
 	}
 	if (i == 0)
 		return cr_error_set(CR_EINVAL, "note has no blank line between its text and "
-		                    "its signatures");
+		                               "its signatures");
 	if (i + 1 == len)
 		return cr_error_set(CR_EINVAL, "note has no signature line after its blank line");
 	*text_len = i;
@@ -756,26 +773,31 @@ int cr_note_verify(const char *note, size_t len, const cr_vkey *vkey, size_t *te
 			return cr_error_set(CR_EINVAL, "note has more than %d signature lines",
 			                    CR_NOTE_MAX_SIGNATURES);
 		if (line_len < SIG_PREFIX_LEN || memcmp(line, sig_prefix, SIG_PREFIX_LEN) != 0)
-			return cr_error_set(CR_EINVAL, "note signature line %zu does not start with "
+			return cr_error_set(CR_EINVAL,
+			                    "note signature line %zu does not start with "
 			                    "an em dash and a space",
 			                    line_no);
 		name = line + SIG_PREFIX_LEN;
 		if ((sp = memchr(name, ' ', line_len - SIG_PREFIX_LEN)) == NULL)
-			return cr_error_set(CR_EINVAL, "note signature line %zu has no space between "
+			return cr_error_set(CR_EINVAL,
+			                    "note signature line %zu has no space between "
 			                    "key name and signature",
 			                    line_no);
 		name_len = (size_t)(sp - name);
 		b64 = sp + 1;
 		b64_len = line_len - SIG_PREFIX_LEN - name_len - 1;
 		if (!cr_note_name_valid(name, name_len))
-			return cr_error_set(CR_EINVAL, "note signature line %zu has an invalid key name",
-			                    line_no);
+			return cr_error_set(
+			    CR_EINVAL, "note signature line %zu has an invalid key name", line_no);
 		if (b64_len > CR_NOTE_MAX_SIG_BASE64)
-			return cr_error_set(CR_EINVAL, "note signature line %zu: the signature is longer "
+			return cr_error_set(CR_EINVAL,
+			                    "note signature line %zu: the signature is longer "
 			                    "than %d base64 characters",
 			                    line_no, CR_NOTE_MAX_SIG_BASE64);
-		if (b64_len == 0 || cr_base64_decode(raw, &n, b64, b64_len) != 0 || n < KEY_ID_SIZE + 1)
-			return cr_error_set(CR_EINVAL, "note signature line %zu: the signature is not "
+		if (b64_len == 0 || cr_base64_decode(raw, &n, b64, b64_len) != 0 ||
+		    n < KEY_ID_SIZE + 1)
+			return cr_error_set(CR_EINVAL,
+			                    "note signature line %zu: the signature is not "
 			                    "base64 of a key id and a signature",
 			                    line_no);
 		id = get_be32(raw);
@@ -791,26 +813,30 @@ int cr_note_verify(const char *note, size_t len, const cr_vkey *vkey, size_t *te
 			continue;
 		}
 		if (mine_line)
-			return cr_error_set(CR_EINVAL, "note is signed twice by key %s+%08x "
+			return cr_error_set(CR_EINVAL,
+			                    "note is signed twice by key %s+%08x "
 			                    "(signature lines %zu and %zu)",
 			                    vkey->name, (unsigned)vkey->id, mine_line, line_no);
 		mine_line = line_no;
 		mine_len = n - KEY_ID_SIZE;
-		memcpy(sig, raw + KEY_ID_SIZE,
-		       mine_len < sizeof(sig) ? mine_len : sizeof(sig));
+		memcpy(sig, raw + KEY_ID_SIZE, mine_len < sizeof(sig) ? mine_len : sizeof(sig));
 	}
 
 	if (!mine_line) {
 		if (same_name)
-			return cr_error_set(CR_EVERIFY, "note has no signature by key %s+%08x: its "
+			return cr_error_set(CR_EVERIFY,
+			                    "note has no signature by key %s+%08x: its "
 			                    "line for %s carries key id %08x, another key",
-			                    vkey->name, (unsigned)vkey->id, vkey->name, (unsigned)other_id);
-		return cr_error_set(CR_EVERIFY, "note has no signature by key %s+%08x (%zu signature "
+			                    vkey->name, (unsigned)vkey->id, vkey->name,
+			                    (unsigned)other_id);
+		return cr_error_set(CR_EVERIFY,
+		                    "note has no signature by key %s+%08x (%zu signature "
 		                    "line%s by other keys)",
 		                    vkey->name, (unsigned)vkey->id, others, others == 1 ? "" : "s");
 	}
 	if (mine_len != CR_ED25519_SIG_SIZE)
-		return cr_error_set(CR_EVERIFY, "signature by key %s+%08x (line %zu) is %zu bytes, "
+		return cr_error_set(CR_EVERIFY,
+		                    "signature by key %s+%08x (line %zu) is %zu bytes, "
 		                    "not an Ed25519 signature (%d)",
 		                    vkey->name, (unsigned)vkey->id, mine_line, mine_len,
 		                    CR_ED25519_SIG_SIZE);
@@ -825,7 +851,8 @@ int cr_note_verify(const char *note, size_t len, const cr_vkey *vkey, size_t *te
 	/* Anything but 1 is a failed verification: never let a forgery pass as an error. */
 	ERR_clear_error();
 	if (ok != 1) {
-		rc = cr_error_set(CR_EVERIFY, "signature by key %s+%08x (line %zu) does not verify: "
+		rc = cr_error_set(CR_EVERIFY,
+		                  "signature by key %s+%08x (line %zu) does not verify: "
 		                  "the note was changed or signed by another key",
 		                  vkey->name, (unsigned)vkey->id, mine_line);
 		goto done;
@@ -874,8 +901,8 @@ int cr_seal_body_parse(cr_seal_body *out, const char *text, size_t len)
 
 	memset(out, 0, sizeof(*out));
 	if (len > CR_NOTE_MAX_SIZE)
-		return cr_error_set(CR_EINVAL, "seal body is %zu bytes, more than the limit of %u", len,
-		                    CR_NOTE_MAX_SIZE);
+		return cr_error_set(CR_EINVAL, "seal body is %zu bytes, more than the limit of %u",
+		                    len, CR_NOTE_MAX_SIZE);
 	if (len == 0 || text[len - 1] != '\n')
 		return cr_error_set(CR_EINVAL, "seal body does not end with a newline");
 	if ((rc = text_ok(text, len, "seal body")) != 0)
@@ -884,7 +911,8 @@ int cr_seal_body_parse(cr_seal_body *out, const char *text, size_t len)
 		const char *nl;
 
 		if (pos >= len)
-			return cr_error_set(CR_EINVAL, "seal body has %d line%s; it needs origin, tree "
+			return cr_error_set(CR_EINVAL,
+			                    "seal body has %d line%s; it needs origin, tree "
 			                    "size and root hash",
 			                    i, i == 1 ? "" : "s");
 		nl = memchr(text + pos, '\n', len - pos);
@@ -896,11 +924,12 @@ int cr_seal_body_parse(cr_seal_body *out, const char *text, size_t len)
 		return cr_error_set(CR_EINVAL, "seal body: the origin (line 1) is empty");
 	if (parse_size(line[1], line_len[1], &out->size) != 0)
 		return cr_error_set(CR_EINVAL, "seal body: the tree size (line 2) is not a decimal "
-		                    "number without leading zeros below 2^64");
+		                               "number without leading zeros below 2^64");
 	if (line_len[2] != ROOT_B64 || cr_base64_decode(root, &n, line[2], line_len[2]) != 0 ||
 	    n != CR_HASH_SIZE) {
 		out->size = 0;
-		return cr_error_set(CR_EINVAL, "seal body: the root hash (line 3) is not base64 of "
+		return cr_error_set(CR_EINVAL,
+		                    "seal body: the root hash (line 3) is not base64 of "
 		                    "%d bytes",
 		                    CR_HASH_SIZE);
 	}
@@ -952,7 +981,8 @@ int cr_seal_body_format(char **out, size_t *out_len, const char *origin, uint64_
 	if ((rc = origin_ok(origin, strlen(origin), "the origin")) != 0)
 		return rc;
 	cr_base64_encode(b64, root, CR_HASH_SIZE);
-	if ((rc = cr_buf_printf(&b, "%s\n%llu\n%s\n", origin, (unsigned long long)size, b64)) != 0) {
+	if ((rc = cr_buf_printf(&b, "%s\n%llu\n%s\n", origin, (unsigned long long)size, b64)) !=
+	    0) {
 		cr_buf_free(&b);
 		return rc;
 	}
@@ -1042,7 +1072,8 @@ int cr_seal_make(char **out, size_t *out_len, cr_store *store, EVP_PKEY *key, co
 		*out_len = 0;
 	cr_store_state_get(store, &st);
 	if (st.size == 0)
-		return cr_error_set(CR_EINVAL, "store %s is empty: there is nothing to seal yet "
+		return cr_error_set(CR_EINVAL,
+		                    "store %s is empty: there is nothing to seal yet "
 		                    "(record or add something first)",
 		                    cr_store_path(store));
 	if (!origin) {
@@ -1054,6 +1085,26 @@ int cr_seal_make(char **out, size_t *out_len, cr_store *store, EVP_PKEY *key, co
 		rc = cr_note_sign(out, out_len, body, body_len, name, key);
 	free(body);
 	free(own);
+	return rc;
+}
+
+/* 0 when path holds exactly data; CR_EEXISTS otherwise. */
+static int same_file(const char *path, const char *data, size_t len)
+{
+	char *old = NULL;
+	size_t old_len = 0;
+	int rc = read_file(path, "seal", CR_NOTE_MAX_SIZE, 0, &old, &old_len);
+
+	if (rc == 0 && (old_len != len || memcmp(old, data, len) != 0))
+		rc = cr_error_set(CR_EEXISTS,
+		                  "seal %s already exists with other content (another key "
+		                  "or key name); a store keeps one seal per tree size, so this one "
+		                  "was not saved",
+		                  path);
+	else if (rc == CR_EINVAL)
+		rc = cr_error_set(CR_EEXISTS, "%s (an existing seal); this one was not saved",
+		                  cr_error_last());
+	free(old);
 	return rc;
 }
 
@@ -1087,13 +1138,19 @@ int cr_seal_save(char **out_path, cr_store *store, const char *note, size_t len)
 	unlink(tmp); /* a stale scratch file of ours from a crash */
 	if ((rc = write_new(tmp, "seal", note, len, 0644)) != 0)
 		goto done;
-	/* Replaced whole: a seal at the same size is the same tree head. */
-	if (rename(tmp, path) != 0) {
-		rc = cr_error_set_errno(CR_EIO, errno, "cannot rename %s to %s", tmp, path);
-		unlink(tmp);
-		goto done;
+	/*
+	 * link() puts the seal in place whole and never replaces one: a seal
+	 * may have been published, so it is evidence. Saving the same bytes
+	 * again (same key, same size) is fine; different bytes are refused.
+	 */
+	if (link(tmp, path) != 0) {
+		int e = errno;
+
+		rc = e == EEXIST ? same_file(path, note, len)
+		                 : cr_error_set_errno(CR_EIO, e, "cannot create seal %s", path);
 	}
-	if ((rc = fsync_dir(dir)) != 0)
+	unlink(tmp);
+	if (rc || (rc = fsync_dir(dir)) != 0)
 		goto done;
 	if (out_path) {
 		*out_path = path;

@@ -31,10 +31,55 @@
 #include "util/buf.h"
 #include "util/codec.h"
 
+/*
+ * Bounds on what one pass may decompress, beyond the per-member limits of
+ * verify.h. A proof line is at most 65 hashes of 64 hex digits and its
+ * fields; a sealed tree of n events needs at most n proof lines per proof
+ * member and n event lines of at most CR_EVENT_MAX_SIZE bytes each. All
+ * members together never exceed TOTAL_MAX.
+ */
+#define PROOF_LINE_MAX 8192u
+#define TOTAL_MAX CR_VERIFY_MEMBER_MAX
+#define BAD_EVENTS_MAX 10
+
+/* What one pass over an archive keeps besides v (v is shared with --previous). */
+typedef struct pass {
+	uint64_t total;        /* bytes decompressed so far, every member */
+	uint64_t extra_events; /* lines beyond the sealed tree size, counted only */
+} pass;
+
 static const char *const small_members[] = {
 	"VERSION", "manifest.json", "seal.note", "key.pub", "key.vkey", "anchor.json",
 	"attestation.dsse.json", NULL,
 };
+
+/*
+ * Names and messages may come from the archive: replace control characters
+ * (nothing to steer a terminal with) and bytes that are not UTF-8 (JSON
+ * output) with '?'.
+ */
+static void printable(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+
+	while (*p) {
+		size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
+		         : (*p & 0xf8) == 0xf0 ? 4 : 0;
+		size_t k;
+		uint32_t c = n == 1 ? *p : n == 2 ? *p & 0x1fu : n == 3 ? *p & 0x0fu : *p & 0x07u;
+
+		for (k = 1; k < n && (p[k] & 0xc0) == 0x80; k++)
+			c = (c << 6) | (p[k] & 0x3fu);
+		if (n == 0 || k < n || (n == 2 && c < 0x80) || (n == 3 && c < 0x800) ||
+		    (n == 4 && (c < 0x10000 || c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff)) {
+			*p++ = '?'; /* one bad byte; resynchronise on the next */
+			continue;
+		}
+		if (c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0))
+			memset(p, '?', n);
+		p += n;
+	}
+}
 
 static void report(cr_verify *v, const char *check, int ok, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -47,6 +92,7 @@ static void report(cr_verify *v, const char *check, int ok, const char *fmt, ...
 	va_start(ap, fmt);
 	vsnprintf(detail, sizeof(detail), fmt, ap);
 	va_end(ap);
+	printable(detail);
 	v->sum->checks++;
 	if (!ok)
 		v->sum->failures++;
@@ -91,31 +137,47 @@ static int seen_add(cr_verify *v, const char *name, uint64_t size, const uint8_t
 	return 0;
 }
 
-/* One line of events.jsonl. */
-static int take_event(cr_verify *v, const char *line, size_t len)
+/*
+ * One line of events.jsonl. With a valid seal, lines beyond its tree size
+ * are only counted (check_root reports them), so memory stays bounded by
+ * what the seal covers; without one the leaf hashes are not kept (nothing
+ * can be proved against an unsealed tree) and only the events are checked.
+ */
+static int take_event(cr_verify *v, pass *ps, const char *line, size_t len)
 {
 	uint8_t hash[CR_HASH_SIZE];
 	json_t *ev = NULL;
 	int rc;
 
-	if (v->n_leaves == v->cap_leaves) {
+	if (v->sealed && v->n_leaves >= v->sum->tree_size) {
+		ps->extra_events++;
+		return 0;
+	}
+	if (v->sealed && v->n_leaves == v->cap_leaves) {
 		size_t cap = v->cap_leaves ? 2 * v->cap_leaves : 4096;
-		uint8_t (*p)[CR_HASH_SIZE] = realloc(v->leaves, cap * CR_HASH_SIZE);
+		uint8_t (*p)[CR_HASH_SIZE];
 
-		if (!p)
+		if (cap > v->sum->tree_size)
+			cap = (size_t)v->sum->tree_size; /* > n_leaves here */
+		if ((p = realloc(v->leaves, cap * CR_HASH_SIZE)) == NULL)
 			return cr_error_set(CR_ENOMEM, "out of memory for leaf hashes");
 		v->leaves = p;
 		v->cap_leaves = cap;
 	}
 	cr_merkle_leaf_hash(hash, line, len);
-	memcpy(v->leaves[v->n_leaves], hash, CR_HASH_SIZE);
+	if (v->sealed)
+		memcpy(v->leaves[v->n_leaves], hash, CR_HASH_SIZE);
 	if (cr_event_parse(&ev, line, len) != 0) {
-		if (++v->bad_events <= 10) {
-			char where[64];
+		char where[64];
 
-			snprintf(where, sizeof(where), "events.jsonl line %zu: ", v->n_leaves + 1);
-			report(v, "events", 0, "%s%s", where, cr_error_last());
+		if (++v->bad_events > BAD_EVENTS_MAX) {
+			cr_error_clear();
+			report(v, "events", 0, "more than %d malformed events; the rest of events.jsonl is not read",
+			       BAD_EVENTS_MAX);
+			return CR_EINVAL; /* reported */
 		}
+		snprintf(where, sizeof(where), "events.jsonl line %zu: ", v->n_leaves + 1);
+		report(v, "events", 0, "%s%s", where, cr_error_last());
 		cr_error_clear();
 	} else {
 		if ((rc = cr_verify_event_hook(v, v->n_leaves, line, len, ev)) != 0) {
@@ -130,7 +192,7 @@ static int take_event(cr_verify *v, const char *line, size_t len)
 	return 0;
 }
 
-static int read_events(cr_verify *v, struct archive *a, uint64_t size, EVP_MD_CTX *md)
+static int read_events(cr_verify *v, pass *ps, struct archive *a, uint64_t size, EVP_MD_CTX *md)
 {
 	cr_buf line = CR_BUF_INIT;
 	char buf[65536];
@@ -142,8 +204,10 @@ static int read_events(cr_verify *v, struct archive *a, uint64_t size, EVP_MD_CT
 		size_t pos = 0;
 
 		total += (uint64_t)n;
+		ps->total += (uint64_t)n;
 		if (total > size || total > CR_VERIFY_MEMBER_MAX) {
-			rc = cr_error_set(CR_EINVAL, "events.jsonl holds more than its header says");
+			report(v, "archive", 0, "events.jsonl holds more than its header says");
+			rc = CR_EINVAL;
 			goto done;
 		}
 		EVP_DigestUpdate(md, buf, (size_t)n);
@@ -152,15 +216,16 @@ static int read_events(cr_verify *v, struct archive *a, uint64_t size, EVP_MD_CT
 			size_t m = eol ? (size_t)(eol - (buf + pos)) : (size_t)n - pos;
 
 			if (line.len + m > CR_EVENT_MAX_SIZE) {
-				rc = cr_error_set(CR_EINVAL, "events.jsonl line %zu exceeds %u bytes",
-				                  v->n_leaves + 1, CR_EVENT_MAX_SIZE);
+				report(v, "events", 0, "events.jsonl line %zu exceeds %u bytes; the rest is not read",
+				       v->n_leaves + 1, CR_EVENT_MAX_SIZE);
+				rc = CR_EINVAL;
 				goto done;
 			}
 			if ((rc = cr_buf_put(&line, buf + pos, m)) != 0)
 				goto done;
 			pos += m;
 			if (eol) {
-				if ((rc = take_event(v, line.ptr ? line.ptr : "", line.len)) != 0)
+				if ((rc = take_event(v, ps, line.ptr ? line.ptr : "", line.len)) != 0)
 					goto done;
 				cr_buf_clear(&line);
 				pos++;
@@ -178,11 +243,25 @@ done:
 	return rc;
 }
 
-static int read_member(cr_verify *v, struct archive *a, struct archive_entry *e)
+/* The most a member may hold: fixed for small ones, relative to the sealed tree for the rest. */
+static uint64_t member_limit(const cr_verify *v, const char *name, int small)
+{
+	uint64_t n = v->sum->tree_size, per;
+
+	if (small || strncmp(name, "tensors/", 8) == 0 || strncmp(name, "report.", 7) == 0)
+		return CR_VERIFY_SMALL_MAX;
+	if (!v->sealed)
+		return CR_VERIFY_MEMBER_MAX; /* read, digested, not kept: nothing to check them against */
+	per = strcmp(name, "events.jsonl") == 0 ? (uint64_t)CR_EVENT_MAX_SIZE + 1 : PROOF_LINE_MAX;
+	return n > CR_VERIFY_MEMBER_MAX / per ? CR_VERIFY_MEMBER_MAX : n * per;
+}
+
+static int read_member(cr_verify *v, pass *ps, struct archive *a, struct archive_entry *e)
 {
 	const char *name = archive_entry_pathname(e);
 	la_int64_t size = archive_entry_size(e);
 	EVP_MD_CTX *md = NULL;
+	uint64_t limit;
 	uint8_t sha[32];
 	unsigned int dn;
 	int idx, rc = 0;
@@ -216,34 +295,39 @@ static int read_member(cr_verify *v, struct archive *a, struct archive_entry *e)
 		report(v, "archive", 0, "%s: not a member a bundle holds", name);
 		return CR_EINVAL;
 	}
+	/* The small members come first: judge the seal and the attestation as
+	 * soon as they are read, so what follows is bounded by the sealed tree
+	 * and the events stream through their checks once. */
+	if (idx < 0)
+		cr_verify_seal_hook(v);
+	limit = member_limit(v, name, idx >= 0);
+	if ((uint64_t)size > limit) {
+		report(v, "archive", 0, "%s: %lld bytes is over the limit of %" PRIu64 " bytes%s", name,
+		       (long long)size, limit,
+		       v->sealed && idx < 0 && limit < CR_VERIFY_MEMBER_MAX ? " for the sealed tree size" : "");
+		return CR_EINVAL;
+	}
+	if ((uint64_t)size > TOTAL_MAX - ps->total) {
+		report(v, "archive", 0, "%s: the members would decompress to more than %llu bytes in all", name,
+		       (unsigned long long)TOTAL_MAX);
+		return CR_EINVAL;
+	}
 	if ((md = EVP_MD_CTX_new()) == NULL || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
 		EVP_MD_CTX_free(md);
 		return cr_error_set(CR_ECRYPTO, "SHA-256 init failed");
 	}
 	if (strcmp(name, "events.jsonl") == 0) {
-		if ((uint64_t)size > CR_VERIFY_MEMBER_MAX) {
-			report(v, "archive", 0, "%s: %lld bytes is over the limit", name, (long long)size);
-			rc = CR_EINVAL;
-			goto done;
-		}
 		v->have_events = 1;
-		/* Everything before the events is read: judge the seal and the
-		 * attestation now, so the events stream through their checks once. */
-		cr_verify_seal_hook(v);
-		rc = read_events(v, a, (uint64_t)size, md);
+		rc = read_events(v, ps, a, (uint64_t)size, md);
 	} else {
 		cr_buf *dst = idx >= 0 ? &v->small[idx] : NULL;
 		FILE *spool = NULL;
 		char buf[65536];
-		uint64_t total = 0;
+		uint64_t total = 0, line = 0;
 		la_ssize_t n;
 
-		if ((uint64_t)size > (dst ? CR_VERIFY_SMALL_MAX : CR_VERIFY_MEMBER_MAX)) {
-			report(v, "archive", 0, "%s: %lld bytes is over the limit", name, (long long)size);
-			rc = CR_EINVAL;
-			goto done;
-		}
-		if (is_proofs(name)) {
+		/* Proofs are kept (in an anonymous file) only when there is a sealed root to check them with. */
+		if (is_proofs(name) && v->sealed) {
 			if ((spool = tmpfile()) == NULL) {
 				rc = cr_error_set_errno(CR_EIO, errno, "temporary file");
 				goto done;
@@ -257,6 +341,7 @@ static int read_member(cr_verify *v, struct archive *a, struct archive_entry *e)
 		}
 		while ((n = archive_read_data(a, buf, sizeof(buf))) > 0) {
 			total += (uint64_t)n;
+			ps->total += (uint64_t)n;
 			if (total > (uint64_t)size) {
 				report(v, "archive", 0, "%s: holds more than its header says", name);
 				rc = CR_EINVAL;
@@ -265,7 +350,17 @@ static int read_member(cr_verify *v, struct archive *a, struct archive_entry *e)
 			EVP_DigestUpdate(md, buf, (size_t)n);
 			if (dst && (rc = cr_buf_put(dst, buf, (size_t)n)) != 0)
 				goto done;
-			if (spool && fwrite(buf, 1, (size_t)n, spool) != (size_t)n) {
+			if (!spool)
+				continue;
+			for (la_ssize_t k = 0; k < n; k++) {
+				line = buf[k] == '\n' ? 0 : line + 1;
+				if (line > PROOF_LINE_MAX) {
+					report(v, "proofs", 0, "%s: a line is longer than %u bytes", name, PROOF_LINE_MAX);
+					rc = CR_EINVAL;
+					goto done;
+				}
+			}
+			if (fwrite(buf, 1, (size_t)n, spool) != (size_t)n) {
 				rc = cr_error_set_errno(CR_EIO, errno, "temporary file");
 				goto done;
 			}
@@ -286,9 +381,17 @@ done:
 	return rc;
 }
 
-/* Every member the manifest lists is present with its size and digest, and nothing else. */
+/*
+ * Every member the manifest lists is present with its size and digest, and
+ * nothing else; the members every bundle holds are there (the manifest is
+ * not signed: a forger could leave one out of both).
+ */
 static void check_manifest(cr_verify *v)
 {
+	static const char *const required[] = {
+		"VERSION", "manifest.json", "seal.note", "key.pub", "key.vkey", "anchor.json",
+		"attestation.dsse.json", "proofs/checkpoints.jsonl", "events.jsonl", NULL,
+	};
 	json_t *m = json_loadb(v->small[1].ptr ? v->small[1].ptr : "", v->small[1].len,
 	                       JSON_REJECT_DUPLICATES, NULL);
 	json_t *members = json_object_get(m, "members");
@@ -330,6 +433,16 @@ static void check_manifest(cr_verify *v)
 			bad++;
 		}
 	}
+	for (i = 0; required[i]; i++) {
+		size_t k;
+
+		for (k = 0; k < v->n_seen && strcmp(v->seen[k].name, required[i]) != 0; k++)
+			;
+		if (k == v->n_seen) {
+			report(v, "manifest", 0, "%s: missing (every bundle holds it)", required[i]);
+			bad++;
+		}
+	}
 	for (i = 0; i < v->n_seen; i++) {
 		if (!v->seen[i].listed && strcmp(v->seen[i].name, "manifest.json") != 0 &&
 		    strcmp(v->seen[i].name, "attestation.dsse.json") != 0) {
@@ -349,7 +462,7 @@ static void check_proofs(cr_verify *v, FILE *f, const char *name)
 	size_t cap = 0, ok = 0, bad = 0, lineno = 0;
 	ssize_t n;
 
-	if (!f)
+	if (!f || !v->sealed)
 		return;
 	while ((n = getline(&line, &cap, f)) > 0) {
 		json_t *p = json_loadb(line, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
@@ -397,7 +510,65 @@ static void check_proofs(cr_verify *v, FILE *f, const char *name)
 		report(v, "proofs", 0, "%s: %zu proofs failed in all", name, bad);
 }
 
-static void check_root(cr_verify *v)
+/*
+ * Each consistency proof shows an earlier tree head (old_size, old_root) is
+ * a prefix of the sealed tree. With the events at hand that can be
+ * recomputed, but a proof that is shipped must not go unchecked.
+ */
+static void check_consistency(cr_verify *v, FILE *f)
+{
+	static const char name[] = "proofs/consistency.jsonl";
+	char *line = NULL;
+	size_t cap = 0, ok = 0, bad = 0, lineno = 0;
+	ssize_t n;
+
+	if (!f || !v->sealed)
+		return;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		json_t *p = json_loadb(line, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+		json_t *path = json_object_get(p, "proof");
+		uint8_t hashes[CR_MERKLE_MAX_PATH][CR_HASH_SIZE], old_root[CR_HASH_SIZE];
+		const char *oh = json_string_value(json_object_get(p, "old_root"));
+		json_t *jold = json_object_get(p, "old_size"), *jnew = json_object_get(p, "new_size");
+		size_t k, len = json_array_size(path);
+		int fine = p && json_is_integer(jold) && json_is_integer(jnew) && oh && json_is_array(path) &&
+		           len <= CR_MERKLE_MAX_PATH && cr_hex_decode(old_root, 32, oh, strlen(oh)) == 0;
+		uint64_t old_size;
+
+		lineno++;
+		for (k = 0; fine && k < len; k++) {
+			const char *h = json_string_value(json_array_get(path, k));
+
+			fine = h && cr_hex_decode(hashes[k], 32, h, strlen(h)) == 0;
+		}
+		cr_error_clear();
+		if (!fine) {
+			if (++bad <= 10)
+				report(v, "proofs", 0, "%s line %zu: malformed proof", name, lineno);
+			json_decref(p);
+			continue;
+		}
+		old_size = (uint64_t)json_integer_value(jold);
+		if ((uint64_t)json_integer_value(jnew) != v->sum->tree_size ||
+		    cr_merkle_verify_consistency(old_size, v->sum->tree_size, old_root, v->sum->root,
+		                                 (const uint8_t (*)[32])hashes, len) != 0) {
+			cr_error_clear();
+			if (++bad <= 10)
+				report(v, "proofs", 0, "%s line %zu: the proof from size %" PRIu64
+				       " does not verify against the sealed root", name, lineno, old_size);
+		} else {
+			ok++;
+		}
+		json_decref(p);
+	}
+	free(line);
+	if (!bad)
+		report(v, "proofs", 1, "%s: %zu consistency proofs verify", name, ok);
+	else if (bad > 10)
+		report(v, "proofs", 0, "%s: %zu proofs failed in all", name, bad);
+}
+
+static void check_root(cr_verify *v, const pass *ps)
 {
 	uint8_t root[CR_HASH_SIZE];
 	char a[65], b[65];
@@ -410,6 +581,11 @@ static void check_root(cr_verify *v)
 	}
 	if (!v->sealed) {
 		report(v, "events", 0, "no valid seal to compare the events with");
+		return;
+	}
+	if (ps->extra_events) {
+		report(v, "events", 0, "events.jsonl holds %" PRIu64 " events more than the %" PRIu64
+		       " the seal covers", ps->extra_events, v->sum->tree_size);
 		return;
 	}
 	cr_hex_encode(a, root, 32);
@@ -462,6 +638,7 @@ int cr_verify_run(cr_verify *v, const char *path)
 {
 	struct archive *a = NULL;
 	struct archive_entry *e;
+	pass ps = {0, 0};
 	int rc, r;
 
 	if ((v->seen = calloc(CR_VERIFY_MEMBERS_MAX, sizeof(*v->seen))) == NULL)
@@ -470,11 +647,17 @@ int cr_verify_run(cr_verify *v, const char *path)
 	if ((rc = open_archive(path, &a)) != 0)
 		return rc;
 	while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
-		if ((rc = read_member(v, a, e)) != 0) {
-			if (rc == CR_EINVAL) /* reported; the archive is refused as a whole */
-				rc = CR_EVERIFY;
-			else
+		uint64_t failures = v->sum->failures;
+
+		if ((rc = read_member(v, &ps, a, e)) != 0) {
+			/* Every refusal is reported (a refusal with no failure would pass). */
+			if (v->sum->failures == failures)
 				report(v, "archive", 0, "%s", cr_error_last());
+			/* A hostile or damaged archive is a failed check, refused as a whole;
+			 * only what keeps us from checking at all (memory, temporary files)
+			 * is an error. */
+			if (rc == CR_EINVAL || rc == CR_EARCHIVE)
+				rc = CR_EVERIFY;
 			break;
 		}
 	}
@@ -489,9 +672,10 @@ int cr_verify_run(cr_verify *v, const char *path)
 		return 0; /* reported; nothing else can be trusted */
 	cr_verify_seal_hook(v); /* no-op when the events already triggered it */
 	check_manifest(v);
-	check_root(v);
+	check_root(v, &ps);
 	check_proofs(v, v->proofs[0], "proofs/checkpoints.jsonl");
 	check_proofs(v, v->proofs[1], "proofs/inputs.jsonl");
+	check_consistency(v, v->consistency);
 	return cr_verify_finish_hooks(v);
 }
 

@@ -7,13 +7,18 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "audit/verify_internal.h"
 #include "cleanroom/error.h"
@@ -74,14 +79,36 @@ int cr_verify_event_hook(cr_verify *v, uint64_t index, const char *leaf, size_t 
 	return 0;
 }
 
+/* Never prompt for a passphrase: a public key has none. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/* A PEM public key held in memory (key.pub); NULL when it is not one. */
+static EVP_PKEY *pem_public(const cr_buf *pub)
+{
+	EVP_PKEY *key = NULL;
+	BIO *bio;
+
+	if (!pub->ptr || pub->len > INT_MAX || (bio = BIO_new_mem_buf(pub->ptr, (int)pub->len)) == NULL)
+		return NULL;
+	key = PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	ERR_clear_error();
+	return key;
+}
+
 /* Load the trusted key: --key (PEM file), else the bundle's own key.pub. */
 static EVP_PKEY *load_key(cr_verify *v)
 {
 	EVP_PKEY *key = NULL;
-	char tmpl[] = "/tmp/cleanroom-key-XXXXXX";
 	const cr_buf *pub = &v->small[CR_SMALL_PUB];
 	char msg[700];
-	int fd;
 
 	if (v->opts->public_pem) {
 		if (cr_key_load_public(&key, v->opts->public_pem) == 0)
@@ -95,22 +122,18 @@ static EVP_PKEY *load_key(cr_verify *v)
 		cr_verify_fail(v, "seal", "no --key given and key.pub is missing from the bundle");
 		return NULL;
 	}
-	/* The key loader reads files; hand it the bundle's key through a private one. */
-	if ((fd = mkstemp(tmpl)) < 0 || write(fd, pub->ptr, pub->len) != (ssize_t)pub->len) {
-		if (fd >= 0) {
-			close(fd);
-			unlink(tmpl);
-		}
-		cr_verify_fail(v, "seal", "cannot stage key.pub in a temporary file");
+	/* Parsed from memory: the verifier writes nothing to disk. */
+	if ((key = pem_public(pub)) == NULL) {
+		cr_verify_fail(v, "seal", "key.pub: not a PEM public key (SubjectPublicKeyInfo)");
 		return NULL;
 	}
-	close(fd);
-	if (cr_key_load_public(&key, tmpl) != 0) {
-		snprintf(msg, sizeof(msg), "key.pub: %s", cr_error_last());
+	if (!EVP_PKEY_is_a(key, "ED25519")) {
+		snprintf(msg, sizeof(msg), "key.pub: a %s key, not Ed25519",
+		         EVP_PKEY_get0_type_name(key) ? EVP_PKEY_get0_type_name(key) : "non-Ed25519");
 		cr_verify_fail(v, "seal", msg);
-		key = NULL;
+		EVP_PKEY_free(key);
+		return NULL;
 	}
-	unlink(tmpl);
 	return key;
 }
 
@@ -157,16 +180,33 @@ void cr_verify_seal_hook(cr_verify *v)
 	}
 	if ((v->key = load_key(v)) == NULL)
 		return;
+	/* The bundle's own key files must hold the key the seal is checked with. */
+	if (v->opts->public_pem && v->small[CR_SMALL_PUB].ptr) {
+		EVP_PKEY *own = pem_public(&v->small[CR_SMALL_PUB]);
+
+		if (!own || EVP_PKEY_eq(own, v->key) != 1) {
+			snprintf(msg, sizeof(msg), "key.pub is not the key %s", v->opts->public_pem);
+			cr_verify_fail(v, "seal", msg);
+		}
+		EVP_PKEY_free(own);
+	}
 	/* The name only labels the signature line; the key bits are what is trusted. */
 	if (vk->ptr) {
 		size_t n = vk->len;
 
 		while (n && (vk->ptr[n - 1] == '\n'))
 			n--;
-		if (cr_vkey_parse(&bundle_vkey, vk->ptr, n) == 0)
-			name = bundle_vkey.name;
-		else
+		if (cr_vkey_parse(&bundle_vkey, vk->ptr, n) != 0) {
+			snprintf(msg, sizeof(msg), "key.vkey: %s", cr_error_last());
 			cr_error_clear();
+			cr_verify_fail(v, "seal", msg);
+		} else if (cr_vkey_from_key(&vkey, v->key, bundle_vkey.name) != 0 ||
+		           CRYPTO_memcmp(vkey.key, bundle_vkey.key, sizeof(vkey.key)) != 0) {
+			cr_error_clear();
+			cr_verify_fail(v, "seal", "key.vkey holds another key than the one the seal is checked with");
+		} else {
+			name = bundle_vkey.name;
+		}
 	}
 	if (cr_vkey_from_key(&vkey, v->key, name) != 0 ||
 	    cr_note_verify(note->ptr, note->len, &vkey, &text_len) != 0) {
@@ -286,6 +326,50 @@ static int cmp_rel(const void *a, const void *b)
 	return strcmp(((const cr_verify_file *)a)->rel, ((const cr_verify_file *)b)->rel);
 }
 
+typedef struct numbered_file {
+	cr_verify_file f;
+	size_t i; /* place in the log */
+} numbered_file;
+
+static int cmp_rel_then_place(const void *a, const void *b)
+{
+	const numbered_file *x = a, *y = b;
+	int c = strcmp(x->f.rel, y->f.rel);
+
+	return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/*
+ * Sort by relative name, one entry per file: a file recorded more than once
+ * (added, then read by a run) is judged by its last recording, and counted
+ * once. Falls back to a plain sort when memory is short.
+ */
+static void sort_unique(cr_verify_files *f)
+{
+	numbered_file *t = f->n ? calloc(f->n, sizeof(*t)) : NULL;
+	size_t i, n = 0;
+
+	if (!t) {
+		if (f->n)
+			qsort(f->v, f->n, sizeof(*f->v), cmp_rel);
+		return;
+	}
+	for (i = 0; i < f->n; i++) {
+		t[i].f = f->v[i];
+		t[i].i = i;
+	}
+	qsort(t, f->n, sizeof(*t), cmp_rel_then_place);
+	for (i = 0; i < f->n; i++) {
+		if (i + 1 < f->n && strcmp(t[i].f.rel, t[i + 1].f.rel) == 0) {
+			free(t[i].f.path); /* an earlier recording of the same file */
+			continue;
+		}
+		f->v[n++] = t[i].f;
+	}
+	f->n = n;
+	free(t);
+}
+
 typedef struct disk_walk {
 	cr_verify *v;
 	cr_verify_files *f;
@@ -342,8 +426,7 @@ static void check_files(cr_verify *v, cr_verify_files *f, const char *dir, const
 	if (!dir)
 		return;
 	assign_rel(v, f);
-	if (f->n)
-		qsort(f->v, f->n, sizeof(*f->v), cmp_rel);
+	sort_unique(f);
 	for (size_t i = 0; i < f->n; i++) {
 		uint8_t sha[32];
 		cr_file_id id;
@@ -443,6 +526,15 @@ static void check_previous(cr_verify *v)
 	if (rc) {
 		snprintf(msg, sizeof(msg), "%s: %s", o.bundle, cr_error_last());
 		cr_verify_fail(v, "previous", msg);
+		goto done;
+	}
+	/* Without --key each bundle was checked with its own key.pub: they must be one key. */
+	if (v->key && old.key && EVP_PKEY_eq(v->key, old.key) != 1) {
+		cr_verify_fail(v, "previous", "the previous bundle is signed with another key");
+		goto done;
+	}
+	if (!v->sealed) {
+		cr_verify_fail(v, "previous", "this bundle has no valid seal to compare the previous one with");
 		goto done;
 	}
 	if (strcmp(sum.origin, v->sum->origin) != 0) {

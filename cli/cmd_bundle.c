@@ -71,7 +71,8 @@ int cmd_bundle(int argc, char **argv)
 	};
 	const char *store_path = NULL, *key_arg = NULL, *name_arg = NULL;
 	const char *out_path = "cleanroom-bundle.tar.zst";
-	char name[CR_NOTE_MAX_NAME + 1], vtext[CR_VKEY_MAX], hex[65], abs[PATH_MAX];
+	char name[CR_NOTE_MAX_NAME + 1], hex[65], abs[PATH_MAX];
+	char vtext[CR_VKEY_MAX + 1]; /* the verifier key and a newline */
 	char *key_path = NULL, *origin = NULL, *note = NULL, *statement = NULL, *envelope = NULL;
 	char *anchor = NULL, *pem = NULL;
 	size_t note_len = 0, stmt_len = 0, env_len = 0, anchor_len = 0;
@@ -136,9 +137,18 @@ int cmd_bundle(int argc, char **argv)
 		goto fail;
 	}
 	if ((rc = cr_seal_origin(&origin, store)) != 0 ||
-	    (rc = cr_seal_make(&note, &note_len, store, key, name, origin)) != 0 ||
-	    (rc = cr_seal_save(NULL, store, note, note_len)) != 0 ||
-	    (rc = cr_vkey_from_key(&vk, key, name)) != 0 ||
+	    (rc = cr_seal_make(&note, &note_len, store, key, name, origin)) != 0)
+		goto fail;
+	/* An earlier seal at this size (another key) is kept as evidence; the
+	 * bundle carries its own. */
+	if ((rc = cr_seal_save(NULL, store, note, note_len)) == CR_EEXISTS) {
+		fprintf(stderr, "cleanroom bundle: note: %s; the store keeps the earlier seal\n",
+		        cr_error_last());
+		cr_error_clear();
+	} else if (rc) {
+		goto fail;
+	}
+	if ((rc = cr_vkey_from_key(&vk, key, name)) != 0 ||
 	    (rc = cr_attest_build(&statement, &stmt_len, store, note, note_len)) != 0 ||
 	    (rc = cr_dsse_sign(&envelope, &env_len, CR_DSSE_INTOTO_TYPE, statement, stmt_len, key)) != 0 ||
 	    (rc = cr_anchor_build(&anchor, &anchor_len, note, note_len)) != 0)

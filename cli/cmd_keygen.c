@@ -9,22 +9,22 @@
 #include "cli/common.h"
 
 static const char help[] =
-	"usage: cleanroom keygen [--out DIR] [--name NAME] [--force] [--json]\n"
-	"\n"
-	"Generate an Ed25519 key pair for `cleanroom seal` and write:\n"
-	"  DIR/cleanroom.key   the private key (PKCS#8 PEM), created mode 0600; keep it secret\n"
-	"  DIR/cleanroom.pub   the public key (SubjectPublicKeyInfo PEM), for auditors\n"
-	"  DIR/cleanroom.vkey  the C2SP verifier key NAME+KEYID+BASE64; the only place the\n"
-	"                      key name is kept (seal reads it from there)\n"
-	"\n"
-	"  --out DIR    where to write (default: the store folder: --store, $CLEANROOM_STORE,\n"
-	"               else ./.cleanroom); created mode 0700 when missing\n"
-	"  --name NAME  the key name on signature lines (default \"cleanroom\"; no spaces or '+')\n"
-	"  --force      replace an existing key pair (the old private key is lost)\n"
-	"  --json       print {key_name, key_id, vkey, private_key, public_key, vkey_path}\n"
-	"\n"
-	"Exit status: 0 ok; 2 bad usage; 3 key files exist (without --force) or I/O error.\n"
-	"See docs/formats/seal.md.\n";
+    "usage: cleanroom keygen [--out DIR] [--name NAME] [--force] [--json]\n"
+    "\n"
+    "Generate an Ed25519 key pair for `cleanroom seal` and write:\n"
+    "  DIR/cleanroom.key   the private key (PKCS#8 PEM), created mode 0600; keep it secret\n"
+    "  DIR/cleanroom.pub   the public key (SubjectPublicKeyInfo PEM), for auditors\n"
+    "  DIR/cleanroom.vkey  the C2SP verifier key NAME+KEYID+BASE64; the only place the\n"
+    "                      key name is kept (seal reads it from there)\n"
+    "\n"
+    "  --out DIR    where to write (default: the store folder: --store, $CLEANROOM_STORE,\n"
+    "               else ./.cleanroom); created mode 0700 when missing\n"
+    "  --name NAME  the key name on signature lines (default \"cleanroom\"; no spaces or '+')\n"
+    "  --force      replace an existing key pair (the old private key is lost)\n"
+    "  --json       print {key_name, key_id, vkey, private_key, public_key, vkey_path}\n"
+    "\n"
+    "Exit status: 0 ok; 2 bad usage; 3 key files exist (without --force) or I/O error.\n"
+    "See docs/formats/seal.md.\n";
 
 int cmd_keygen(int argc, char **argv)
 {
@@ -60,7 +60,8 @@ int cmd_keygen(int argc, char **argv)
 	if (optind != argc)
 		return cli_usage_error("keygen", "unexpected argument '%s'", argv[optind]);
 	if (!cr_note_name_valid(name, strlen(name)))
-		return cli_usage_error("keygen", "--name '%s' is not a valid key name: 1 to %d bytes "
+		return cli_usage_error("keygen",
+		                       "--name '%s' is not a valid key name: 1 to %d bytes "
 		                       "of UTF-8 without spaces, '+' or control characters",
 		                       name, CR_NOTE_MAX_NAME);
 	if (!dir || !*dir)
@@ -69,8 +70,10 @@ int cmd_keygen(int argc, char **argv)
 	if ((rc = cr_key_generate(dir, name, force, &vk)) != 0) {
 		code = cli_fail("keygen", rc);
 		if (rc == CR_EEXISTS)
-			fprintf(stderr, "cleanroom keygen: pass --force to replace the key pair "
-			                "(anything sealed with the old key then needs its .pub to verify)\n");
+			fprintf(
+			    stderr,
+			    "cleanroom keygen: pass --force to replace the key pair "
+			    "(anything sealed with the old key then needs its .pub to verify)\n");
 		/* An existing key or a bad folder is the environment, not the command line. */
 		return code == EXIT_USAGE ? EXIT_ENV : code;
 	}
@@ -89,7 +92,8 @@ int cmd_keygen(int argc, char **argv)
 		snprintf(paths[i], n, "%s/%s", abs, files[i]);
 	}
 	if (json) {
-		json_t *o = json_pack("{s:s,s:s,s:s}", "key_name", vk.name, "key_id", id, "vkey", vtext);
+		json_t *o =
+		    json_pack("{s:s,s:s,s:s}", "key_name", vk.name, "key_id", id, "vkey", vtext);
 
 		cli_json_set_path(o, "private_key", paths[0]);
 		cli_json_set_path(o, "public_key", paths[1]);

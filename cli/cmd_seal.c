@@ -10,23 +10,24 @@
 #include "util/codec.h"
 
 static const char help[] =
-	"usage: cleanroom seal [--store DIR] [--key PRIVATE_PEM] [--name NAME] [--json]\n"
-	"\n"
-	"Sign the store's committed tree head -- origin, tree size, root hash -- as a\n"
-	"C2SP tlog-checkpoint in a C2SP signed note (Ed25519), save it as\n"
-	"DIR/seals/<tree size, 16 digits>.note and print it.\n"
-	"\n"
-	"  --key PRIVATE_PEM  the private key (default DIR/cleanroom.key, from `cleanroom\n"
-	"                     keygen`); refused when group or others may read it\n"
-	"  --name NAME        the key name on the signature line (default: the name in the\n"
-	"                     .vkey beside the key, e.g. cleanroom.vkey for cleanroom.key)\n"
-	"  --json             print {origin, tree_size, root, key_name, key_id, vkey, note, path}\n"
-	"\n"
-	"The origin is read from DIR/origin, which the first seal creates as\n"
-	"cleanroom.local/<random UUID>. Sealing an empty store is an error.\n"
-	"\n"
-	"Exit status: 0 ok; 1 the store is damaged; 2 bad usage; 3 key, store or I/O error.\n"
-	"See docs/formats/seal.md (it shows how to check a seal with openssl by hand).\n";
+    "usage: cleanroom seal [--store DIR] [--key PRIVATE_PEM] [--name NAME] [--json]\n"
+    "\n"
+    "Sign the store's committed tree head -- origin, tree size, root hash -- as a\n"
+    "C2SP tlog-checkpoint in a C2SP signed note (Ed25519), save it as\n"
+    "DIR/seals/<tree size, 16 digits>.note and print it.\n"
+    "\n"
+    "  --key PRIVATE_PEM  the private key (default DIR/cleanroom.key, from `cleanroom\n"
+    "                     keygen`); refused when group or others may read it\n"
+    "  --name NAME        the key name on the signature line (default: the name in the\n"
+    "                     .vkey beside the key, e.g. cleanroom.vkey for cleanroom.key)\n"
+    "  --json             print {origin, tree_size, root, key_name, key_id, vkey, note, path}\n"
+    "\n"
+    "The origin is read from DIR/origin, which the first seal creates as\n"
+    "cleanroom.local/<random UUID>. Sealing an empty store is an error. A seal is\n"
+    "never replaced: sealing again at the same size with another key or name fails.\n"
+    "\n"
+    "Exit status: 0 ok; 1 the store is damaged; 2 bad usage; 3 key, store or I/O error.\n"
+    "See docs/formats/seal.md (it shows how to check a seal with openssl by hand).\n";
 
 /* Print the library's message; a bad key or store file is the environment, not usage. */
 static int fail(int rc)
@@ -72,7 +73,8 @@ int cmd_seal(int argc, char **argv)
 	if (key_arg && !*key_arg)
 		return cli_usage_error("seal", "--key needs a file name");
 	if (name_arg && !cr_note_name_valid(name_arg, strlen(name_arg)))
-		return cli_usage_error("seal", "--name '%s' is not a valid key name: 1 to %d bytes "
+		return cli_usage_error("seal",
+		                       "--name '%s' is not a valid key name: 1 to %d bytes "
 		                       "of UTF-8 without spaces, '+' or control characters",
 		                       name_arg, CR_NOTE_MAX_NAME);
 	store_path = cli_store_path(store_path);
@@ -105,7 +107,8 @@ int cmd_seal(int argc, char **argv)
 	/* Sealing an empty store would create its origin for nothing: check first. */
 	cr_store_state_get(store, &st);
 	if (st.size == 0) {
-		code = fail(cr_error_set(CR_EINVAL, "store %s is empty: there is nothing to seal yet "
+		code = fail(cr_error_set(CR_EINVAL,
+		                         "store %s is empty: there is nothing to seal yet "
 		                         "(record or add something first)",
 		                         store_path));
 		goto done;
@@ -124,8 +127,8 @@ int cmd_seal(int argc, char **argv)
 		cr_vkey_format(&vk, vtext);
 		snprintf(id, sizeof(id), "%08x", (unsigned)vk.id);
 		o = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "origin", origin, "tree_size",
-		              (json_int_t)st.size, "root", cli_hex32(hex, st.root), "key_name", name,
-		              "key_id", id, "vkey", vtext, "note", note);
+		              (json_int_t)st.size, "root", cli_hex32(hex, st.root), "key_name",
+		              name, "key_id", id, "vkey", vtext, "note", note);
 		if (!realpath(saved, abs))
 			snprintf(abs, sizeof(abs), "%s", saved);
 		cli_json_set_path(o, "path", abs);

@@ -28,14 +28,14 @@ extern "C" {
 typedef struct evp_pkey_st EVP_PKEY;
 
 /* The files `cleanroom keygen` writes into its folder. */
-#define CR_KEY_PRIVATE_FILE "cleanroom.key" /* PKCS#8 PEM, mode 0600 */
-#define CR_KEY_PUBLIC_FILE "cleanroom.pub"  /* SubjectPublicKeyInfo PEM */
-#define CR_KEY_VKEY_FILE "cleanroom.vkey"   /* C2SP verifier key, one line */
+#define CR_KEY_PRIVATE_FILE "cleanroom.key"  /* PKCS#8 PEM, mode 0600 */
+#define CR_KEY_PUBLIC_FILE  "cleanroom.pub"  /* SubjectPublicKeyInfo PEM */
+#define CR_KEY_VKEY_FILE    "cleanroom.vkey" /* C2SP verifier key, one line */
 #define CR_KEY_DEFAULT_NAME "cleanroom"
 
 /* What a store holds for its seals. */
-#define CR_SEAL_ORIGIN_FILE "origin"      /* one line: the log's origin */
-#define CR_SEAL_DIR "seals"               /* seals/<size, 16 digits>.note */
+#define CR_SEAL_ORIGIN_FILE   "origin" /* one line: the log's origin */
+#define CR_SEAL_DIR           "seals"  /* seals/<size, 16 digits>.note */
 #define CR_SEAL_ORIGIN_PREFIX "cleanroom.local/"
 
 #define CR_ED25519_KEY_SIZE 32
@@ -43,11 +43,11 @@ typedef struct evp_pkey_st EVP_PKEY;
 #define CR_NOTE_ALG_ED25519 0x01 /* C2SP signature type byte */
 
 /* Limits on untrusted notes; generous next to a seal (about 250 bytes). */
-#define CR_NOTE_MAX_SIZE (1u << 20)   /* bytes in a whole note */
-#define CR_NOTE_MAX_SIGNATURES 100    /* signature lines (C2SP asks for >= 16) */
-#define CR_NOTE_MAX_SIG_BASE64 8192   /* base64 chars of one signature */
-#define CR_NOTE_MAX_NAME 255          /* bytes in a key name */
-#define CR_SEAL_MAX_ORIGIN 1024       /* bytes in a store's origin */
+#define CR_NOTE_MAX_SIZE       (1u << 20) /* bytes in a whole note */
+#define CR_NOTE_MAX_SIGNATURES 100        /* signature lines (C2SP asks for >= 16) */
+#define CR_NOTE_MAX_SIG_BASE64 8192       /* base64 chars of one signature */
+#define CR_NOTE_MAX_NAME       255        /* bytes in a key name */
+#define CR_SEAL_MAX_ORIGIN     1024       /* bytes in a store's origin */
 /* "<name>+<8 hex>+<44 base64>" and a NUL. */
 #define CR_VKEY_MAX (CR_NOTE_MAX_NAME + 1 + 8 + 1 + 44 + 1)
 
@@ -146,10 +146,10 @@ int cr_note_verify(const char *note, size_t len, const cr_vkey *vkey, size_t *te
 /* ---- the seal body (C2SP tlog-checkpoint) ------------------------------- */
 
 typedef struct cr_seal_body {
-	char *origin;             /* NUL-terminated */
+	char *origin; /* NUL-terminated */
 	uint64_t size;
 	uint8_t root[CR_HASH_SIZE];
-	char *extensions;         /* the lines after the root, each ending "\n"; "" when none */
+	char *extensions; /* the lines after the root, each ending "\n"; "" when none */
 } cr_seal_body;
 
 /*
@@ -185,9 +185,11 @@ int cr_seal_make(char **out, size_t *out_len, cr_store *store, EVP_PKEY *key, co
                  const char *origin);
 
 /*
- * Save a seal as <store>/seals/<tree size, 16 digits>.note (0644, written
- * to a temporary file and renamed into place); the size is read from the
- * note itself. *out_path (may be NULL) gets the path, malloc'ed.
+ * Save a seal as <store>/seals/<tree size, 16 digits>.note (0644, put in
+ * place whole); the size is read from the note itself. A seal is never
+ * replaced: saving the same bytes again is a no-op, other bytes at the
+ * same size (another key or name) are CR_EEXISTS. *out_path (may be NULL)
+ * gets the path, malloc'ed.
  */
 int cr_seal_save(char **out_path, cr_store *store, const char *note, size_t len);
 

@@ -23,7 +23,12 @@ build() {
 build fuzz_wire "$top/tests/fuzz/fuzz_wire.c" "$top/recorder/wire.c" "$top/util/error.c"
 build fuzz_event "$top/tests/fuzz/fuzz_event.c" "$top/recorder/event.c" "$top/util/buf.c" \
 	"$top/util/codec.c" "$top/util/error.c" $(pkg-config --cflags --libs jansson)
-for target in fuzz_wire fuzz_event; do
+build fuzz_bundle "$top/tests/fuzz/fuzz_bundle.c" "$top/audit/verify.c" "$top/audit/verify_checks.c" \
+	"$top/audit/seal.c" "$top/audit/dsse.c" "$top/audit/attest.c" "$top/audit/anchor.c" \
+	"$top/recorder/merkle.c" "$top/recorder/hash.c" "$top/recorder/event.c" "$top/recorder/store.c" \
+	"$top/recorder/log.c" "$top/recorder/index.c" "$top/util/buf.c" "$top/util/codec.c" \
+	"$top/util/error.c" $(pkg-config --cflags --libs jansson libcrypto libarchive libgit2 sqlite3) -lpthread
+for target in fuzz_wire fuzz_event fuzz_bundle; do
 	corpus="$top/tests/fuzz/corpus/${target#fuzz_}"
 	work="$out/corpus-${target#fuzz_}"
 	mkdir -p "$work"
