@@ -25,8 +25,10 @@ static const char help[] =
 	"  --previous OLD       an earlier bundle of the same log: this log must extend it\n"
 	"  --json               one JSON object: {ok, checks: [{check, ok, detail}], ...}\n"
 	"\n"
-	"Exit status: 0 every check passed; 1 a check failed; 2 bad usage;\n"
-	"3 the bundle cannot be read at all.\n";
+	"Exit status: 0 every check passed; 1 a check failed (a damaged or hostile\n"
+	"archive too: the \"archive\" check); 2 bad usage; 3 the file cannot be read\n"
+	"as an archive at all (missing, empty, not a gzip or zstd tar), or memory or\n"
+	"temporary space ran out.\n";
 
 typedef struct verify_ui {
 	json_t *checks;
@@ -38,9 +40,9 @@ static void on_check(void *ctx, const char *check, int ok, const char *detail)
 
 	if (ui->checks) {
 		json_t *o = json_pack("{s:s,s:b}", "check", check, "ok", ok);
+		json_t *d = json_string(detail); /* NULL when the detail is not UTF-8 */
 
-		json_object_set_new(o, "detail", json_string(detail) ? json_string(detail)
-		                                                     : json_string("(not UTF-8)"));
+		json_object_set_new(o, "detail", d ? d : json_string("(not UTF-8)"));
 		json_array_append_new(ui->checks, o);
 	} else {
 		printf("%-4s %-12s %s\n", ok ? "ok" : "FAIL", check, detail);

@@ -28,9 +28,9 @@ extern "C" {
 
 /* The calls anchor.json prepares. */
 #define CR_ANCHOR_FUNCTION "anchor(bytes32,uint64,bytes32)"
-#define CR_ANCHOR_EVENT "Anchored(bytes32,uint64,bytes32)"
-#define CR_EAS_FUNCTION "timestamp(bytes32)"
-#define CR_EAS_EVENT "Timestamped(bytes32,uint64)"
+#define CR_ANCHOR_EVENT    "Anchored(bytes32,uint64,bytes32)"
+#define CR_EAS_FUNCTION    "timestamp(bytes32)"
+#define CR_EAS_EVENT       "Timestamped(bytes32,uint64)"
 
 /* Keccak-256 as Ethereum uses it (domain byte 0x01). */
 void cr_keccak256(uint8_t out[CR_KECCAK256_SIZE], const void *data, size_t len);

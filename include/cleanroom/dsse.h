@@ -29,12 +29,12 @@ struct cr_buf;
 /* Limits on untrusted envelopes. The envelope limit is the bundle's limit
  * for a small member (CR_VERIFY_SMALL_MAX); the payload limit leaves room
  * for its base64 (4/3) and the rest of the envelope inside it. */
-#define CR_DSSE_ENVELOPE_MAX (16u * 1024 * 1024)
-#define CR_DSSE_PAYLOAD_MAX (12u * 1024 * 1024 - 65536)
-#define CR_DSSE_TYPE_MAX 256         /* bytes in payloadType */
-#define CR_DSSE_SIGNATURES_MAX 64    /* entries in "signatures" */
-#define CR_DSSE_KEYID_MAX 256        /* bytes in one keyid */
-#define CR_DSSE_SIG_BASE64_MAX 8192  /* base64 characters in one sig */
+#define CR_DSSE_ENVELOPE_MAX   (16u * 1024 * 1024)
+#define CR_DSSE_PAYLOAD_MAX    (12u * 1024 * 1024 - 65536)
+#define CR_DSSE_TYPE_MAX       256  /* bytes in payloadType */
+#define CR_DSSE_SIGNATURES_MAX 64   /* entries in "signatures" */
+#define CR_DSSE_KEYID_MAX      256  /* bytes in one keyid */
+#define CR_DSSE_SIG_BASE64_MAX 8192 /* base64 characters in one sig */
 
 /* A key id: 64 lowercase hex digits and a NUL. */
 #define CR_DSSE_KEYID_SIZE 65
@@ -78,8 +78,8 @@ int cr_dsse_sign(char **out, size_t *out_len, const char *type, const void *payl
  * formed but payloadType is not type, no signature carries the key's
  * keyid, or none of those verifies.
  */
-int cr_dsse_verify(char **out, size_t *out_len, const void *envelope, size_t len,
-                   const char *type, EVP_PKEY *key);
+int cr_dsse_verify(char **out, size_t *out_len, const void *envelope, size_t len, const char *type,
+                   EVP_PKEY *key);
 
 #ifdef __cplusplus
 }

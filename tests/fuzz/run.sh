@@ -28,7 +28,16 @@ build fuzz_bundle "$top/tests/fuzz/fuzz_bundle.c" "$top/audit/verify.c" "$top/au
 	"$top/recorder/merkle.c" "$top/recorder/hash.c" "$top/recorder/event.c" "$top/recorder/store.c" \
 	"$top/recorder/log.c" "$top/recorder/index.c" "$top/util/buf.c" "$top/util/codec.c" \
 	"$top/util/error.c" $(pkg-config --cflags --libs jansson libcrypto libarchive libgit2 sqlite3) -lpthread
-for target in fuzz_wire fuzz_event fuzz_bundle; do
+build fuzz_note "$top/tests/fuzz/fuzz_note.c" "$top/audit/seal.c" "$top/recorder/store.c" \
+	"$top/recorder/log.c" "$top/recorder/index.c" "$top/recorder/merkle.c" "$top/recorder/event.c" \
+	"$top/recorder/hash.c" "$top/util/buf.c" "$top/util/codec.c" "$top/util/error.c" \
+	$(pkg-config --cflags --libs libcrypto libgit2 sqlite3 jansson) -lpthread
+build fuzz_dsse "$top/tests/fuzz/fuzz_dsse.c" "$top/audit/dsse.c" "$top/audit/attest.c" \
+	"$top/audit/anchor.c" "$top/audit/seal.c" "$top/recorder/event.c" "$top/recorder/merkle.c" \
+	"$top/recorder/hash.c" "$top/recorder/store.c" "$top/recorder/log.c" "$top/recorder/index.c" \
+	"$top/util/buf.c" "$top/util/codec.c" "$top/util/error.c" \
+	$(pkg-config --cflags --libs jansson libcrypto libgit2 sqlite3) -lpthread
+for target in fuzz_wire fuzz_event fuzz_bundle fuzz_note fuzz_dsse; do
 	corpus="$top/tests/fuzz/corpus/${target#fuzz_}"
 	work="$out/corpus-${target#fuzz_}"
 	mkdir -p "$work"

@@ -465,3 +465,98 @@ class TestCase(unittest.TestCase):
         self.fail("%sno problem where=%r what~%r in:\n%s" % (
             (msg + ": ") if msg else "", where, what,
             "\n".join("  %s: %s" % (p["where"], p["what"]) for p in problems)))
+
+
+# ------------------------------------------------------------------ bundles --
+
+# docs/formats/bundle.md: members in this order (those present), regular files,
+# mode 0644, owner and group 0 (root), mtime 0.
+BUNDLE_ORDER = ["VERSION", "manifest.json", "seal.note", "key.pub", "key.vkey", "anchor.json",
+                "attestation.dsse.json", "proofs/checkpoints.jsonl", "proofs/inputs.jsonl",
+                "proofs/consistency.jsonl", "events.jsonl"]
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def bundle_tar_bytes(path):
+    """The uncompressed tar of a bundle (.tar.zst or .tar.gz, told by its magic)."""
+    import gzip
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] == ZSTD_MAGIC:
+        r = run(["zstd", "-q", "-d", "-c"], input=data)
+        if r.rc != 0:
+            raise AssertionError("zstd -d failed: %r" % (r,))
+        return r.outb
+    if data[:2] == GZIP_MAGIC:
+        return gzip.decompress(data)
+    return data
+
+
+def read_bundle(path):
+    """[(TarInfo, bytes)] of a bundle's members, in archive order."""
+    import io
+    import tarfile
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(bundle_tar_bytes(path)), mode="r:") as t:
+        for m in t.getmembers():
+            f = t.extractfile(m) if m.isreg() else None
+            out.append((m, f.read() if f else b""))
+    return out
+
+
+def bundle_dict(path):
+    """{name: bytes} of a bundle's members."""
+    return {m.name: data for m, data in read_bundle(path)}
+
+
+def compress(data, how="zstd"):
+    if how == "gzip":
+        import gzip
+        return gzip.compress(data, mtime=0)
+    if how == "zstd":
+        r = run(["zstd", "-q", "-c"], input=data)
+        if r.rc != 0:
+            raise AssertionError("zstd failed: %r" % (r,))
+        return r.outb
+    return data
+
+
+def tar_bytes(members):
+    """A pax tar of members: (name, bytes) pairs (regular files, 0644, root, mtime 0)
+    or (TarInfo, bytes) pairs taken as they are."""
+    import io
+    import tarfile
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for m, data in members:
+            if isinstance(m, str):
+                ti = tarfile.TarInfo(m)
+                ti.mode, ti.uid, ti.gid, ti.uname, ti.gname, ti.mtime = 0o644, 0, 0, "root", "root", 0
+                m = ti
+            if m.isreg():
+                m.size = len(data)
+                t.addfile(m, io.BytesIO(data))
+            else:
+                t.addfile(m)
+    return bio.getvalue()
+
+
+def write_bundle(path, members, how="zstd"):
+    """Write members (see tar_bytes) as a bundle file compressed with how (zstd, gzip, none)."""
+    with open(path, "wb") as f:
+        f.write(compress(tar_bytes(members), how))
+
+
+def fix_manifest(members):
+    """members [(name, bytes)] with manifest.json's entries (size, sha256) and
+    counts recomputed for the members present: what a forger would do, since
+    the manifest is not signed. Entries of absent members are kept."""
+    have = {n: d for n, d in members}
+    m = json.loads(have["manifest.json"])
+    for e in m["members"]:
+        if e["name"] in have:
+            e["size"] = len(have[e["name"]])
+            e["sha256"] = hashlib.sha256(have[e["name"]]).hexdigest()
+    data = canonical(m)
+    return [(n, data if n == "manifest.json" else d) for n, d in members]
