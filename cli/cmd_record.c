@@ -38,7 +38,7 @@ static const char help[] =
 	"  --data DIR          a data folder (repeatable)\n"
 	"  --checkpoints GLOB  a checkpoint pattern, matched against the file name or,\n"
 	"                      if it holds a '/', the whole path (repeatable)\n"
-	"  --jobs N            hashing threads (default: all CPUs)\n"
+	"  --jobs N            hashing threads (default: all CPUs but one)\n"
 	"  --json              print a JSON summary on stdout when the run ends\n"
 	"  --quiet             no progress or summary on stderr\n";
 

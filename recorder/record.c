@@ -1671,6 +1671,17 @@ static void teardown(rec *r)
 		rmdir(r->sockdir);
 }
 
+/*
+ * The run being recorded needs the CPUs more than the recorder does: by
+ * default hash on all CPUs but one (at least one thread).
+ */
+static unsigned record_threads(void)
+{
+	unsigned n = cr_hash_default_threads();
+
+	return n > 1 ? n - 1 : 1;
+}
+
 int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_result *out)
 {
 	rec r;
@@ -1707,7 +1718,7 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 	if ((rc = cr_uuid7(r.run)) != 0 ||
 	    (rc = cr_classifier_new(&r.cls, opts->data_roots, opts->n_data_roots,
 	                            opts->checkpoint_globs, opts->n_checkpoint_globs)) != 0 ||
-	    (rc = cr_hash_pool_new(&r.pool, opts->hash_threads)) != 0)
+	    (rc = cr_hash_pool_new(&r.pool, opts->hash_threads ? opts->hash_threads : record_threads())) != 0)
 		goto done;
 	snprintf(out->run_id, sizeof(out->run_id), "%s", r.run);
 	if ((rc = setup(&r)) != 0)
