@@ -73,7 +73,7 @@ int cmd_bundle(int argc, char **argv)
 	const char *out_path = "cleanroom-bundle.tar.zst";
 	char name[CR_NOTE_MAX_NAME + 1], hex[65], abs[PATH_MAX];
 	char vtext[CR_VKEY_MAX + 1]; /* the verifier key and a newline */
-	char *key_path = NULL, *origin = NULL, *note = NULL, *statement = NULL, *envelope = NULL;
+	char *origin = NULL, *note = NULL, *statement = NULL, *envelope = NULL;
 	char *anchor = NULL, *pem = NULL;
 	size_t note_len = 0, stmt_len = 0, env_len = 0, anchor_len = 0;
 	cr_bundle_options bo = {0};
@@ -114,23 +114,7 @@ int cmd_bundle(int argc, char **argv)
 		code = EXIT_ENV;
 		goto done;
 	}
-	if (key_arg) {
-		key_path = strdup(key_arg);
-	} else {
-		size_t n = strlen(store_path) + sizeof(CR_KEY_PRIVATE_FILE) + 1;
-
-		if ((key_path = malloc(n)) != NULL)
-			snprintf(key_path, n, "%s/%s", store_path, CR_KEY_PRIVATE_FILE);
-	}
-	if (!key_path) {
-		rc = cr_error_set(CR_ENOMEM, "out of memory");
-		goto fail;
-	}
-	if ((rc = cr_key_load_private(&key, key_path)) != 0)
-		goto fail;
-	if (name_arg)
-		snprintf(name, sizeof(name), "%s", name_arg);
-	else if ((rc = cr_key_name_load(name, key_path, key)) != 0)
+	if ((rc = cli_load_signing_key(store_path, key_arg, name_arg, &key, name)) != 0)
 		goto fail;
 	if ((pem = public_pem(key)) == NULL) {
 		rc = cr_error_set(CR_ECRYPTO, "cannot write the public key");
@@ -186,7 +170,6 @@ fail:
 	code = EXIT_ENV;
 done:
 	cr_key_free(key);
-	free(key_path);
 	free(origin);
 	free(note);
 	free(statement);

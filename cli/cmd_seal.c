@@ -49,7 +49,7 @@ int cmd_seal(int argc, char **argv)
 	};
 	const char *store_path = NULL, *key_arg = NULL, *name_arg = NULL;
 	char name[CR_NOTE_MAX_NAME + 1], vtext[CR_VKEY_MAX], hex[65], id[9], abs[PATH_MAX];
-	char *key_path = NULL, *origin = NULL, *note = NULL, *saved = NULL;
+	char *origin = NULL, *note = NULL, *saved = NULL;
 	size_t note_len = 0;
 	cr_store *store = NULL;
 	cr_store_state st;
@@ -81,27 +81,10 @@ int cmd_seal(int argc, char **argv)
 	if ((store = cli_open_store("seal", store_path, 0, &code)) == NULL)
 		return code;
 
-	if (key_arg) {
-		key_path = strdup(key_arg);
-	} else {
-		size_t n = strlen(store_path) + sizeof(CR_KEY_PRIVATE_FILE) + 1;
-
-		if ((key_path = malloc(n)) != NULL)
-			snprintf(key_path, n, "%s/%s", store_path, CR_KEY_PRIVATE_FILE);
-	}
-	if (!key_path) {
-		code = fail(cr_error_set(CR_ENOMEM, "out of memory"));
-		goto done;
-	}
-	if ((rc = cr_key_load_private(&key, key_path)) != 0) {
+	if ((rc = cli_load_signing_key(store_path, key_arg, name_arg, &key, name)) != 0) {
 		code = fail(rc);
-		goto done;
-	}
-	if (name_arg)
-		snprintf(name, sizeof(name), "%s", name_arg);
-	else if ((rc = cr_key_name_load(name, key_path, key)) != 0) {
-		code = fail(rc);
-		fprintf(stderr, "cleanroom seal: pass --name NAME to name the key\n");
+		if (rc == CR_ENOTFOUND && !name_arg)
+			fprintf(stderr, "cleanroom seal: pass --name NAME to name the key\n");
 		goto done;
 	}
 	/* Sealing an empty store would create its origin for nothing: check first. */
@@ -140,7 +123,6 @@ done:
 	free(saved);
 	free(note);
 	free(origin);
-	free(key_path);
 	cr_key_free(key);
 	cr_store_free(store);
 	return code;

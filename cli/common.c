@@ -9,6 +9,7 @@
 
 #include "cleanroom/error.h"
 #include "cleanroom/event.h"
+#include "cleanroom/seal.h"
 #include "cli/common.h"
 #include "util/codec.h"
 
@@ -137,4 +138,32 @@ void cli_json_set_path(json_t *obj, const char *key, const char *path)
 {
 	if (cr_event_set_path(obj, key, path, strlen(path)) != 0)
 		cr_error_clear();
+}
+
+int cli_load_signing_key(const char *store_path, const char *key_arg, const char *name_arg,
+                         EVP_PKEY **key, char name[CR_NOTE_MAX_NAME + 1])
+{
+	char *key_path;
+	size_t n;
+	int rc;
+
+	*key = NULL;
+	n = (key_arg ? strlen(key_arg) : strlen(store_path) + sizeof(CR_KEY_PRIVATE_FILE) + 1) + 1;
+	if ((key_path = malloc(n)) == NULL)
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	if (key_arg)
+		snprintf(key_path, n, "%s", key_arg);
+	else
+		snprintf(key_path, n, "%s/%s", store_path, CR_KEY_PRIVATE_FILE);
+	rc = cr_key_load_private(key, key_path);
+	if (!rc && name_arg)
+		snprintf(name, CR_NOTE_MAX_NAME + 1, "%s", name_arg);
+	else if (!rc)
+		rc = cr_key_name_load(name, key_path, *key);
+	if (rc) {
+		cr_key_free(*key);
+		*key = NULL;
+	}
+	free(key_path);
+	return rc;
 }

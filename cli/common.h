@@ -55,6 +55,14 @@ void cli_print_json(json_t *v);
 /* Set key to a path losslessly: a string, or key_b64 when it is not UTF-8. */
 void cli_json_set_path(json_t *obj, const char *key, const char *path);
 
+/*
+ * Load the signing key: key_arg, else <store>/cleanroom.key; its name from
+ * name_arg, else the .vkey beside the key. *key is the caller's (cr_key_free).
+ */
+typedef struct evp_pkey_st EVP_PKEY;
+int cli_load_signing_key(const char *store_path, const char *key_arg, const char *name_arg,
+                         EVP_PKEY **key, char name[256]);
+
 /* Hex of 32 bytes into a 65-byte buffer, returned. */
 const char *cli_hex32(char out[65], const uint8_t h[32]);
 
