@@ -1,8 +1,13 @@
 /*
- * The verifier's checks beyond the archive itself: the seal and its
- * signature, --root, --previous, and the recorded files on disk (--data,
- * --checkpoints). Recorded file lists are kept only when a folder to
- * compare with was given.
+ * The verifier's checks beyond the archive itself: the auditor's inputs
+ * (--key, --data, --checkpoints, --root) before anything is read, the seal
+ * and its signature, --root, --previous, and the recorded files on disk
+ * (--data, --checkpoints). Recorded file lists are kept only when a folder
+ * to compare with was given.
+ *
+ * --previous is read first, on its own, and only its verdict is kept (its
+ * seal's size, root and origin, its key, its failures); the new bundle's
+ * events then stream past its size, where the root of the prefix is taken.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -110,6 +115,13 @@ static EVP_PKEY *load_key(cr_verify *v)
 	const cr_buf *pub = &v->small[CR_SMALL_PUB];
 	char msg[700];
 
+	if (v->trusted) {
+		if (EVP_PKEY_up_ref(v->trusted) != 1) {
+			cr_verify_fail(v, "seal", "cannot take a reference to the key");
+			return NULL;
+		}
+		return v->trusted;
+	}
 	if (v->opts->public_pem) {
 		if (cr_key_load_public(&key, v->opts->public_pem) == 0)
 			return key;
@@ -223,6 +235,7 @@ void cr_verify_seal_hook(cr_verify *v)
 	v->sum->tree_size = body.size;
 	memcpy(v->sum->root, body.root, 32);
 	cr_seal_body_free(&body);
+	v->vkey = vkey;
 	v->sealed = 1;
 	snprintf(msg, sizeof(msg), "signed by %s with %s", name,
 	         v->opts->public_pem ? v->opts->public_pem
@@ -259,7 +272,11 @@ static void check_anchor(cr_verify *v)
 	if (!note->ptr)
 		return;
 	if (cr_anchor_check(anchor->ptr, anchor->len, note->ptr, note->len, &published) != 0) {
-		snprintf(msg, sizeof(msg), "anchor.json: %s", cr_error_last());
+		const char *why = cr_error_last();
+
+		/* The checker names anchor.json itself, but for what it takes from the seal. */
+		snprintf(msg, sizeof(msg), "%s%s", strncmp(why, "anchor.json", 11) == 0 ? "" : "anchor.json: ",
+		         why);
 		cr_verify_fail(v, "anchor", msg);
 		return;
 	}
@@ -490,91 +507,161 @@ static void check_root_option(cr_verify *v)
 	}
 }
 
+/* What --previous left to report: its verdict, read before this bundle. */
+#define PREV_SHOWN 20
+
+typedef struct cr_verify_prev {
+	cr_verify_summary sum;
+	EVP_PKEY *key;            /* the key its seal verified with (NULL: none) */
+	char *shown[PREV_SHOWN];  /* its first failures, as messages */
+	size_t n_shown;
+	uint64_t failures;
+} cr_verify_prev;
+
 static void collect_failure(void *ctx, const char *check, int ok, const char *detail)
 {
-	cr_verify *v = ctx;
+	cr_verify_prev *p = ctx;
 	char msg[1400];
 
 	if (ok)
 		return;
+	if (p->failures++ >= PREV_SHOWN)
+		return;
 	snprintf(msg, sizeof(msg), "the previous bundle fails its own %s check: %s", check, detail);
-	cr_verify_fail(v, "previous", msg);
+	p->shown[p->n_shown] = strdup(msg);
+	if (p->shown[p->n_shown])
+		p->n_shown++;
 }
 
-static void check_previous(cr_verify *v)
+static void prev_free(cr_verify_prev *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->n_shown; i++)
+		free(p->shown[i]);
+	cr_key_free(p->key);
+	free(p);
+}
+
+int cr_verify_previous_read(cr_verify *v)
 {
 	cr_verify_options o = {0};
-	cr_verify_summary sum;
+	cr_verify_prev *p;
 	cr_verify old;
-	cr_merkle_source src;
-	cr_merkle_memory mem;
-	uint8_t root[32];
-	char msg[600];
 	int rc;
 
 	if (!v->opts->previous)
-		return;
+		return 0;
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return cr_error_set(CR_ENOMEM, "out of memory");
 	memset(&old, 0, sizeof(old));
-	memset(&sum, 0, sizeof(sum));
 	o.bundle = v->opts->previous;
 	o.public_pem = v->opts->public_pem;
 	old.opts = &o;
 	old.fn = collect_failure;
-	old.ctx = v;
-	old.sum = &sum;
+	old.ctx = p;
+	old.sum = &p->sum;
+	old.trusted = v->trusted; /* borrowed */
 	rc = cr_verify_run(&old, o.bundle);
+	old.trusted = NULL;
 	if (rc) {
-		snprintf(msg, sizeof(msg), "%s: %s", o.bundle, cr_error_last());
+		char msg[900];
+
+		snprintf(msg, sizeof(msg), "--previous %s", cr_error_last());
+		cr_verify_free(&old);
+		prev_free(p);
+		return cr_error_set(rc, "%s", msg);
+	}
+	p->key = old.key;
+	old.key = NULL; /* now p's */
+	cr_verify_free(&old);
+	v->prev = p;
+	v->prefix_size = p->sum.tree_size;
+	return 0;
+}
+
+static void check_previous(cr_verify *v)
+{
+	cr_verify_prev *p = v->prev;
+	char msg[600], a[65], b[65];
+
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->n_shown; i++)
+		cr_verify_fail(v, "previous", p->shown[i]);
+	if (p->failures > p->n_shown) {
+		snprintf(msg, sizeof(msg), "the previous bundle fails %" PRIu64 " checks in all", p->failures);
 		cr_verify_fail(v, "previous", msg);
-		goto done;
 	}
 	/* Without --key each bundle was checked with its own key.pub: they must be one key. */
-	if (v->key && old.key && EVP_PKEY_eq(v->key, old.key) != 1) {
+	if (v->key && p->key && EVP_PKEY_eq(v->key, p->key) != 1) {
 		cr_verify_fail(v, "previous", "the previous bundle is signed with another key");
-		goto done;
+		return;
 	}
 	if (!v->sealed) {
 		cr_verify_fail(v, "previous", "this bundle has no valid seal to compare the previous one with");
-		goto done;
+		return;
 	}
-	if (strcmp(sum.origin, v->sum->origin) != 0) {
+	if (strcmp(p->sum.origin, v->sum->origin) != 0) {
 		snprintf(msg, sizeof(msg), "the previous bundle is of another log (origin %s, not %s)",
-		         sum.origin, v->sum->origin);
+		         p->sum.origin, v->sum->origin);
 		cr_verify_fail(v, "previous", msg);
-		goto done;
+		return;
 	}
-	if (sum.tree_size > v->n_leaves || sum.tree_size == 0) {
-		snprintf(msg, sizeof(msg), "the previous bundle seals %" PRIu64 " events; this one holds %zu",
-		         sum.tree_size, v->n_leaves);
+	if (p->sum.tree_size == 0 || !v->have_prefix) {
+		snprintf(msg, sizeof(msg), "the previous bundle seals %" PRIu64 " events; this one holds %" PRIu64,
+		         p->sum.tree_size, v->n_leaves);
 		cr_verify_fail(v, "previous", msg);
-		goto done;
+		return;
 	}
-	mem.leaves = (const uint8_t (*)[CR_HASH_SIZE])v->leaves;
-	mem.n = v->n_leaves;
-	cr_merkle_memory_source(&src, &mem);
-	if (cr_merkle_root(&src, sum.tree_size, root) != 0 || CRYPTO_memcmp(root, sum.root, 32) != 0) {
-		snprintf(msg, sizeof(msg), "this log's first %" PRIu64 " events do not give the previous "
-		         "bundle's root: the log was rewritten", sum.tree_size);
+	if (CRYPTO_memcmp(v->prefix_root, p->sum.root, 32) != 0) {
+		cr_hex_encode(a, v->prefix_root, 32);
+		cr_hex_encode(b, p->sum.root, 32);
+		snprintf(msg, sizeof(msg), "this log's first %" PRIu64 " events give root %s, not the previous "
+		         "bundle's %s: the log was rewritten", p->sum.tree_size, a, b);
 		cr_verify_fail(v, "previous", msg);
-		goto done;
+		return;
 	}
 	snprintf(msg, sizeof(msg), "this log extends the previous bundle's (%" PRIu64 " -> %" PRIu64 " events)",
-	         sum.tree_size, v->sum->tree_size);
+	         p->sum.tree_size, v->sum->tree_size);
 	cr_verify_pass(v, "previous", msg);
-done:
-	old.opts = NULL;
-	for (int i = 0; i < CR_VERIFY_SMALL_COUNT; i++)
-		cr_buf_free(&old.small[i]);
-	for (size_t i = 0; i < old.n_seen; i++)
-		free(old.seen[i].name);
-	free(old.seen);
-	free(old.leaves);
-	for (int i = 0; i < 2; i++)
-		if (old.proofs[i])
-			fclose(old.proofs[i]);
-	if (old.consistency)
-		fclose(old.consistency);
-	cr_verify_hooks_free(&old);
+}
+
+static int folder_ok(const char *dir, const char *option)
+{
+	struct stat st;
+
+	if (!dir)
+		return 0;
+	if (stat(dir, &st) != 0)
+		return cr_error_set_errno(errno == ENOENT ? CR_ENOTFOUND : CR_EIO, errno, "%s %s", option, dir);
+	if (!S_ISDIR(st.st_mode))
+		return cr_error_set(CR_EINVAL, "%s %s: not a folder", option, dir);
+	return 0;
+}
+
+int cr_verify_preflight(cr_verify *v)
+{
+	const char *h = v->opts->root_hex;
+	uint8_t root[32];
+	int rc;
+
+	if (h) {
+		if (strncmp(h, "0x", 2) == 0)
+			h += 2;
+		if (cr_hex_decode(root, 32, h, strlen(h)) != 0)
+			return cr_error_set(CR_EINVAL, "--root %s: not 64 hex digits", v->opts->root_hex);
+	}
+	if ((rc = folder_ok(v->opts->data_dir, "--data")) != 0 ||
+	    (rc = folder_ok(v->opts->checkpoints_dir, "--checkpoints")) != 0)
+		return rc;
+	if (v->opts->public_pem && (rc = cr_key_load_public(&v->trusted, v->opts->public_pem)) != 0) {
+		char msg[700];
+
+		snprintf(msg, sizeof(msg), "--key: %s", cr_error_last());
+		return cr_error_set(rc, "%s", msg);
+	}
+	return 0;
 }
 
 int cr_verify_finish_hooks(cr_verify *v)
@@ -598,6 +685,10 @@ static void files_free(cr_verify_files *f)
 
 void cr_verify_hooks_free(cr_verify *v)
 {
+	prev_free(v->prev);
+	v->prev = NULL;
+	cr_key_free(v->trusted);
+	v->trusted = NULL;
 	files_free(&v->inputs);
 	files_free(&v->checkpoints);
 	json_decref(v->data_roots);

@@ -22,8 +22,10 @@ static const char help[] =
 	"Seal the log (the seal is also kept in DIR/seals/) and write the audit bundle:\n"
 	"one tar archive (zstd, or gzip with --gzip or a .gz name) with the events, the\n"
 	"seal, an in-toto attestation in a DSSE envelope, inclusion proofs for every\n"
-	"checkpoint, the public key and anchor.json (docs/formats/bundle.md). The same\n"
-	"log and key always give the same bytes. Check it with `cleanroom verify`.\n"
+	"checkpoint, a consistency proof from every earlier seal in DIR/seals/ made\n"
+	"with the same key, the public key and anchor.json (docs/formats/bundle.md).\n"
+	"The same log, seals and key always give the same bytes. Check it with\n"
+	"`cleanroom verify`.\n"
 	"\n"
 	"  --key PRIVATE_PEM  the signing key (default DIR/cleanroom.key)\n"
 	"  --name NAME        the key name (default: from the .vkey beside the key)\n"
@@ -32,7 +34,8 @@ static const char help[] =
 	"  --prove-inputs     also an inclusion proof for every input event\n"
 	"  --json             print a JSON summary\n"
 	"\n"
-	"Exit status: 0 written; 2 bad usage; 3 store, key or I/O error.\n";
+	"Exit status: 0 written; 2 bad usage; 3 store, key or I/O error (among them an\n"
+	"earlier seal of this key whose root the log no longer has: a rewritten log).\n";
 
 static char *public_pem(EVP_PKEY *key)
 {
@@ -151,19 +154,26 @@ int cmd_bundle(int argc, char **argv)
 	if (!realpath(out_path, abs))
 		snprintf(abs, sizeof(abs), "%s", out_path);
 	if (json) {
-		json_t *o = json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "tree_size", (json_int_t)st.size,
-		                      "root", cli_hex32(hex, st.root), "origin", origin, "events",
-		                      (json_int_t)bs.events, "checkpoints", (json_int_t)bs.checkpoints,
-		                      "inputs", (json_int_t)bs.inputs, "proofs", (json_int_t)bs.proofs,
-		                      "bytes", (json_int_t)bs.bytes);
+		json_t *o = json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "tree_size",
+		                      (json_int_t)st.size, "root", cli_hex32(hex, st.root), "origin",
+		                      origin, "events", (json_int_t)bs.events, "checkpoints",
+		                      (json_int_t)bs.checkpoints, "inputs", (json_int_t)bs.inputs,
+		                      "proofs", (json_int_t)bs.proofs, "bytes", (json_int_t)bs.bytes,
+		                      "earlier_seals", (json_int_t)bs.consistency, "seals_skipped",
+		                      (json_int_t)bs.seals_skipped);
 
 		cli_json_set_path(o, "bundle", abs);
 		cli_print_json(o);
 	} else {
-		printf("wrote %s: %llu events, %llu checkpoints, %llu proofs; root %s\n", abs,
-		       (unsigned long long)bs.events, (unsigned long long)bs.checkpoints,
-		       (unsigned long long)bs.proofs, cli_hex32(hex, st.root));
+		printf("wrote %s: %llu events, %llu checkpoints, %llu proofs, %llu earlier seals; root %s\n",
+		       abs, (unsigned long long)bs.events, (unsigned long long)bs.checkpoints,
+		       (unsigned long long)bs.proofs, (unsigned long long)bs.consistency,
+		       cli_hex32(hex, st.root));
 	}
+	if (bs.seals_skipped)
+		fprintf(stderr, "cleanroom bundle: note: %llu earlier seals in %s/%s were left out "
+		        "(another key, key name or origin)\n", (unsigned long long)bs.seals_skipped,
+		        store_path, CR_SEAL_DIR);
 	goto done;
 fail:
 	cli_fail("bundle", rc);

@@ -21,12 +21,6 @@ static const char help[] =
 	"  --inputs   also list every input of the interval (index, path, sha256)\n"
 	"  --json     print JSON: {\"index\", \"checkpoint\", \"lineage\", \"inputs\"?}\n";
 
-static int keep_last(void *ctx, uint64_t index)
-{
-	*(uint64_t *)ctx = index;
-	return 0;
-}
-
 typedef struct range_ctx {
 	uint64_t end;
 	json_t *list;
@@ -72,7 +66,7 @@ int cmd_lineage(int argc, char **argv)
 	};
 	const char *store_path = NULL, *key;
 	uint64_t index = UINT64_MAX;
-	char *leaf = NULL, abs[PATH_MAX];
+	char *leaf = NULL;
 	size_t len;
 	json_t *ev = NULL, *lin, *ranges, *out = NULL;
 	cr_store *store;
@@ -93,13 +87,8 @@ int cmd_lineage(int argc, char **argv)
 	key = argv[optind];
 	if ((store = cli_open_store("lineage", cli_store_path(store_path), 0, &code)) == NULL)
 		return code;
-	if ((rc = cr_store_find_files(store, key, "checkpoint", keep_last, &index)) != 0)
+	if ((rc = cli_find_checkpoint(store, key, &index)) != 0)
 		goto fail;
-	if (index == UINT64_MAX && realpath(key, abs) &&
-	    (rc = cr_store_find_files(store, abs, "checkpoint", keep_last, &index)) != 0)
-		goto fail;
-	if (index == UINT64_MAX && strspn(key, "0123456789") == strlen(key) && *key)
-		index = strtoull(key, NULL, 10);
 	if (index == UINT64_MAX) {
 		fprintf(stderr, "cleanroom lineage: no checkpoint recorded as %s\n", key);
 		code = EXIT_VERIFY;

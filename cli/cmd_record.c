@@ -13,7 +13,7 @@
 
 static const char help[] =
 	"usage: cleanroom record [--store DIR] [--data DIR]... [--checkpoints GLOB]...\n"
-	"                        [--jobs N] [--json] [--quiet] -- CMD [ARGS...]\n"
+	"                        [--jobs N] [--no-delta] [--json] [--quiet] -- CMD [ARGS...]\n"
 	"\n"
 	"Run CMD with the cleanroom hook and record, as events in the store:\n"
 	"  - the run (command, working folder, user, host, times, exit status, the\n"
@@ -23,7 +23,9 @@ static const char help[] =
 	"  - every checkpoint written (files matching --checkpoints; default *.pt,\n"
 	"    *.pth, *.ckpt, *.safetensors, *.gguf, *.onnx, *.bin), hashed from the very\n"
 	"    file that was closed, with its lineage interval: the inputs read since the\n"
-	"    previous checkpoint (see `cleanroom lineage`);\n"
+	"    previous checkpoint (see `cleanroom lineage`), its tensor manifest\n"
+	"    (safetensors, PyTorch zip, GGUF, ONNX; per-tensor SHA-256) and its delta\n"
+	"    from the run's previous checkpoint (see `cleanroom show`);\n"
 	"  - every process of the run, and the code and libraries it loaded, as the\n"
 	"    run's environment;\n"
 	"  - what could not be observed (static or setuid executables, ...).\n"
@@ -39,6 +41,7 @@ static const char help[] =
 	"  --checkpoints GLOB  a checkpoint pattern, matched against the file name or,\n"
 	"                      if it holds a '/', the whole path (repeatable)\n"
 	"  --jobs N            hashing threads (default: all CPUs but one)\n"
+	"  --no-delta          no weight deltas between checkpoints (manifests are kept)\n"
 	"  --json              print a JSON summary on stdout when the run ends\n"
 	"  --quiet             no progress or summary on stderr\n";
 
@@ -77,6 +80,7 @@ int cmd_record(int argc, char **argv)
 		{"jobs", required_argument, NULL, 'j'},
 		{"json", no_argument, NULL, 'J'},
 		{"quiet", no_argument, NULL, 'q'},
+		{"no-delta", no_argument, NULL, 'D'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -90,7 +94,7 @@ int cmd_record(int argc, char **argv)
 	cr_store_state state;
 	uint64_t jobs;
 	char hex[65];
-	int json = 0, quiet = 0, c, rc, code = EXIT_OK;
+	int json = 0, quiet = 0, no_delta = 0, c, rc, code = EXIT_OK;
 
 	roots = calloc((size_t)argc, sizeof(*roots));
 	globs = calloc((size_t)argc, sizeof(*globs));
@@ -122,6 +126,7 @@ int cmd_record(int argc, char **argv)
 			break;
 		case 'J': json = 1; break;
 		case 'q': quiet = 1; break;
+		case 'D': no_delta = 1; break;
 		case 'h': fputs(help, stdout); goto done;
 		default: code = cli_usage_error("record", "bad option"); goto done;
 		}
@@ -151,6 +156,7 @@ int cmd_record(int argc, char **argv)
 	o.n_checkpoint_globs = n_globs;
 	o.preload = preload;
 	o.quiet = quiet;
+	o.no_delta = no_delta;
 	rc = cr_record_run(store, &o, &res);
 	if (rc && rc != CR_ENOTFOUND) {
 		cli_fail("record", rc);

@@ -6,6 +6,7 @@
 #include "cleanroom/error.h"
 #include "cleanroom/verify.h"
 #include "cli/common.h"
+#include "util/codec.h"
 
 static const char help[] =
 	"usage: cleanroom verify [--key PUBLIC_PEM] [--data DIR] [--checkpoints DIR]\n"
@@ -13,7 +14,8 @@ static const char help[] =
 	"\n"
 	"Check an audit bundle without the store: the archive is safe and complete\n"
 	"(manifest), the seal's signature, the Merkle root recomputed from every\n"
-	"event, every inclusion proof, the attestation (signature and statement\n"
+	"event, every inclusion proof, every consistency proof from an earlier seal\n"
+	"(signed with the same key), the attestation (signature and statement\n"
 	"against the events) and anchor.json. Each failure names what and where.\n"
 	"\n"
 	"  --key PUBLIC_PEM     the signer's public key you trust (without it, the key\n"
@@ -25,10 +27,16 @@ static const char help[] =
 	"  --previous OLD       an earlier bundle of the same log: this log must extend it\n"
 	"  --json               one JSON object: {ok, checks: [{check, ok, detail}], ...}\n"
 	"\n"
-	"Exit status: 0 every check passed; 1 a check failed (a damaged or hostile\n"
-	"archive too: the \"archive\" check); 2 bad usage; 3 the file cannot be read\n"
-	"as an archive at all (missing, empty, not a gzip or zstd tar), or memory or\n"
-	"temporary space ran out.\n";
+	"Exit status (docs/formats/bundle.md, \"Refusals and exit status\"):\n"
+	"  0  every check passed\n"
+	"  1  a check failed: the bundle (or the --previous one) is damaged, tampered\n"
+	"     with or hostile (the \"archive\" check), or disagrees with --key, --root,\n"
+	"     --previous, --data or --checkpoints\n"
+	"  2  bad usage (an unknown option, not one bundle, --root not 64 hex digits)\n"
+	"  3  nothing was checked: the bundle or --previous cannot be read as an archive\n"
+	"     at all (missing, a folder, empty, not a tar, gzip or zstd stream, no\n"
+	"     readable first member); --key cannot be loaded as an Ed25519 public key;\n"
+	"     --data or --checkpoints is not a folder; memory or temporary space ran out\n";
 
 typedef struct verify_ui {
 	json_t *checks;
@@ -82,6 +90,15 @@ int cmd_verify(int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		return cli_usage_error("verify", "name one bundle");
+	if (o.root_hex) {
+		const char *h = strncmp(o.root_hex, "0x", 2) == 0 ? o.root_hex + 2 : o.root_hex;
+		uint8_t root[32];
+
+		if (cr_hex_decode(root, sizeof(root), h, strlen(h)) != 0) {
+			cr_error_clear();
+			return cli_usage_error("verify", "--root takes the 32-byte root as 64 hex digits");
+		}
+	}
 	o.bundle = argv[optind];
 	if (json)
 		ui.checks = json_array();

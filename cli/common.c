@@ -3,6 +3,7 @@
  * data goes to stdout.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,8 @@ cr_store *cli_open_store(const char *cmd, const char *path, unsigned flags, int 
 			*exit_code = EXIT_ENV;
 		return NULL;
 	}
+	if (cr_store_notice(s))
+		fprintf(stderr, "cleanroom %s: %s\n", cmd, cr_store_notice(s));
 	return s;
 }
 
@@ -166,4 +169,26 @@ int cli_load_signing_key(const char *store_path, const char *key_arg, const char
 	}
 	free(key_path);
 	return rc;
+}
+
+static int keep_last(void *ctx, uint64_t index)
+{
+	*(uint64_t *)ctx = index;
+	return 0;
+}
+
+int cli_find_checkpoint(cr_store *store, const char *key, uint64_t *index)
+{
+	char abs[PATH_MAX];
+	int rc;
+
+	*index = UINT64_MAX;
+	if ((rc = cr_store_find_files(store, key, "checkpoint", keep_last, index)) != 0)
+		return rc;
+	if (*index == UINT64_MAX && realpath(key, abs) &&
+	    (rc = cr_store_find_files(store, abs, "checkpoint", keep_last, index)) != 0)
+		return rc;
+	if (*index == UINT64_MAX && *key && strspn(key, "0123456789") == strlen(key))
+		*index = strtoull(key, NULL, 10);
+	return 0;
 }

@@ -34,6 +34,10 @@ int cmd_keygen(int argc, char **argv);
 int cmd_seal(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
+int cmd_find(int argc, char **argv);
 
 /* The store folder: --store, else $CLEANROOM_STORE, else ./.cleanroom. */
 const char *cli_store_path(const char *opt);
@@ -62,6 +66,13 @@ void cli_json_set_path(json_t *obj, const char *key, const char *path);
 typedef struct evp_pkey_st EVP_PKEY;
 int cli_load_signing_key(const char *store_path, const char *key_arg, const char *name_arg,
                          EVP_PKEY **key, char name[256]);
+
+/*
+ * The last checkpoint event recorded as key: a path (as recorded, or one
+ * resolving to it), a SHA-256 (hex) or an event index. *index is UINT64_MAX
+ * when none matches.
+ */
+int cli_find_checkpoint(cr_store *store, const char *key, uint64_t *index);
 
 /* Hex of 32 bytes into a 65-byte buffer, returned. */
 const char *cli_hex32(char out[65], const uint8_t h[32]);

@@ -9,6 +9,8 @@
 #include "cli/common.h"
 
 
+int cmd_manifest(int argc, char **argv); /* cli/cmd_manifest.c */
+
 static const struct {
 	const char *name;
 	cli_cmd_fn fn;
@@ -17,6 +19,11 @@ static const struct {
 	{"init", cmd_init, "create a store"},
 	{"record", cmd_record, "run a command and record what it reads and writes"},
 	{"lineage", cmd_lineage, "which inputs fed a checkpoint"},
+	{"show", cmd_show, "a recorded checkpoint: tensor manifest and delta"},
+	{"replay", cmd_replay, "check checkpoint history against the files"},
+	{"diff", cmd_diff, "tensor-level delta of two checkpoints"},
+	{"manifest", cmd_manifest, "tensor manifest of a checkpoint file (and its delta)"},
+	{"find", cmd_find, "which runs and checkpoints a file or shard member fed"},
 	{"add", cmd_add, "hash files and folders and record them as input events"},
 	{"log", cmd_log, "list events, or export every leaf's exact bytes"},
 	{"status", cmd_status, "tree size, root hash and counts"},

@@ -3,9 +3,17 @@
  * know on a thread pool, append one input event per new file. Paths are
  * recorded absolute, with the folder named by the user resolved by
  * realpath() and the names below it as they are on disk.
+ *
+ * The main thread's serial work (listing, cache lookups, appending) is the
+ * critical path on a folder of small files, so it is kept lean: folders are
+ * read through descriptors (fstatat/openat by name, no path lookups), every
+ * path lives in one arena, the store runs each segment's lookups and inserts
+ * in one transaction, and the pool is kept fed across segment boundaries so
+ * that hashing goes on while a segment is committed.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -13,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cleanroom/add.h"
 #include "cleanroom/error.h"
@@ -23,19 +32,31 @@
 #define DEFAULT_BATCH 4096
 #define MAX_DEPTH 256
 
-/* A file to add: its path and its identity as listed (for the hash cache). */
-typedef struct file_ent {
-	char *path;
-	cr_file_id id;
+/*
+ * Files looked up and queued ahead of the next one to append: two batches,
+ * so the pool has a batch of work while the previous one is committed.
+ */
+#define WINDOW_BATCHES 2
+
+/* A file to add: its path, an offset into the list's arena until the walk
+ * is over, then a pointer. */
+typedef union file_ent {
+	size_t off;
+	const char *ptr;
 } file_ent;
 
-typedef struct path_list {
+typedef struct file_list {
 	file_ent *items;
 	size_t n, cap;
-} path_list;
+	cr_buf arena; /* every path, NUL-terminated */
+} file_list;
 
-static int list_push(path_list *l, const char *path, const struct stat *sb)
+/* Add dir/name (or dir alone when name is NULL). */
+static int list_push(file_list *l, const char *dir, size_t dir_len, const char *name)
 {
+	size_t off = l->arena.len;
+	int rc;
+
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 1024;
 		file_ent *p = realloc(l->items, cap * sizeof(*p));
@@ -45,26 +66,23 @@ static int list_push(path_list *l, const char *path, const struct stat *sb)
 		l->items = p;
 		l->cap = cap;
 	}
-	if ((l->items[l->n].path = strdup(path)) == NULL)
-		return cr_error_set(CR_ENOMEM, "out of memory listing files");
-	if (sb)
-		cr_file_id_from_stat(&l->items[l->n].id, sb);
-	else
-		memset(&l->items[l->n].id, 0, sizeof(cr_file_id));
-	l->n++;
+	if ((rc = cr_buf_put(&l->arena, dir, dir_len)) != 0 ||
+	    (name && ((rc = cr_buf_putc(&l->arena, '/')) != 0 || (rc = cr_buf_puts(&l->arena, name)) != 0)) ||
+	    (rc = cr_buf_putc(&l->arena, '\0')) != 0)
+		return rc;
+	l->items[l->n++].off = off;
 	return 0;
 }
 
-static void list_free(path_list *l)
+static void list_free(file_list *l)
 {
-	for (size_t i = 0; i < l->n; i++)
-		free(l->items[i].path);
 	free(l->items);
+	cr_buf_free(&l->arena);
 }
 
 static int cmp_ent(const void *a, const void *b)
 {
-	return strcmp(((const file_ent *)a)->path, ((const file_ent *)b)->path);
+	return strcmp(((const file_ent *)a)->ptr, ((const file_ent *)b)->ptr);
 }
 
 static void problem(const cr_add_options *o, cr_add_stats *st, const char *path, const char *what,
@@ -78,243 +96,401 @@ static void problem(const cr_add_options *o, cr_add_stats *st, const char *path,
 		o->problem(o->ctx, path, what);
 }
 
-static int walk(const char *dir, int depth, path_list *out, const cr_add_options *o, cr_add_stats *st)
+/*
+ * One folder's entries: each its d_type byte then its NUL-terminated name,
+ * in one buffer; off[] points at the names, sorted.
+ */
+typedef struct names {
+	cr_buf buf;
+	size_t *off;
+	size_t n, cap;
+} names;
+
+static int cmp_name(const void *a, const void *b, void *base)
+{
+	return strcmp((const char *)base + *(const size_t *)a, (const char *)base + *(const size_t *)b);
+}
+
+static int read_names(DIR *d, names *out)
+{
+	struct dirent *e;
+	int rc;
+
+	for (;;) {
+		errno = 0;
+		if ((e = readdir(d)) == NULL)
+			break;
+		if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0')))
+			continue;
+		if (out->n == out->cap) {
+			size_t cap = out->cap ? 2 * out->cap : 64;
+			size_t *p = realloc(out->off, cap * sizeof(*p));
+
+			if (!p)
+				return cr_error_set(CR_ENOMEM, "out of memory listing files");
+			out->off = p;
+			out->cap = cap;
+		}
+		if ((rc = cr_buf_putc(&out->buf, (char)e->d_type)) != 0)
+			return rc;
+		out->off[out->n++] = out->buf.len;
+		if ((rc = cr_buf_put(&out->buf, e->d_name, strlen(e->d_name) + 1)) != 0)
+			return rc;
+	}
+	if (errno)
+		return cr_error_set_errno(CR_EIO, errno, "reading a folder");
+	if (out->n)
+		qsort_r(out->off, out->n, sizeof(*out->off), cmp_name, out->buf.ptr);
+	return 0;
+}
+
+typedef struct walker {
+	file_list *out;
+	const cr_add_options *o;
+	cr_add_stats *st;
+	cr_buf path; /* the folder being read */
+} walker;
+
+/* Report a problem with dir/name (name may be NULL). */
+static void walk_problem(walker *w, const char *name, const char *what, int failed)
+{
+	size_t len = w->path.len;
+
+	/* Out of memory for the name: the folder's path still says where. */
+	if (name && (cr_buf_putc(&w->path, '/') != 0 || cr_buf_puts(&w->path, name) != 0))
+		cr_error_clear();
+	problem(w->o, w->st, w->path.ptr, what, failed);
+	w->path.len = len;
+	w->path.ptr[len] = '\0';
+}
+
+/* List the folder open at fd (w->path names it; fd is closed here). */
+static int walk(walker *w, int fd, int depth)
 {
 	DIR *d;
-	struct dirent *e;
-	path_list names = {0};
-	cr_buf child = CR_BUF_INIT;
+	names nm = {CR_BUF_INIT, NULL, 0, 0};
 	int rc = 0;
 
 	if (depth > MAX_DEPTH) {
-		problem(o, st, dir, "folders nested too deep; not descended", 1);
+		close(fd);
+		walk_problem(w, NULL, "folders nested too deep; not descended", 1);
 		return 0;
 	}
-	if ((d = opendir(dir)) == NULL) {
-		problem(o, st, dir, strerror(errno), 1);
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		walk_problem(w, NULL, strerror(errno), 1);
 		return 0;
 	}
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		if ((rc = list_push(&names, e->d_name, NULL)) != 0)
-			break;
-	}
-	closedir(d);
-	if (rc)
+	if ((rc = read_names(d, &nm)) != 0)
 		goto done;
-	if (names.n)
-		qsort(names.items, names.n, sizeof(*names.items), cmp_ent);
-	for (size_t i = 0; i < names.n; i++) {
+	for (size_t i = 0; i < nm.n; i++) {
+		const char *name = nm.buf.ptr + nm.off[i];
+		unsigned char type = (unsigned char)name[-1];
 		struct stat sb;
 
-		cr_buf_clear(&child);
-		if ((rc = cr_buf_printf(&child, "%s/%s", strcmp(dir, "/") ? dir : "",
-		                        names.items[i].path)) != 0)
-			goto done;
-		if (lstat(child.ptr, &sb) != 0) {
-			problem(o, st, child.ptr, strerror(errno), 1);
-			continue;
+		/*
+		 * The folder's listing says what an entry is on the common file
+		 * systems; only where it does not is the entry stat'ed. A file's
+		 * identity is taken when it is opened to be hashed.
+		 */
+		if (type == DT_UNKNOWN) {
+			if (fstatat(dirfd(d), name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+				walk_problem(w, name, strerror(errno), 1);
+				continue;
+			}
+			type = S_ISDIR(sb.st_mode) ? DT_DIR : S_ISREG(sb.st_mode) ? DT_REG
+			                                    : S_ISLNK(sb.st_mode) ? DT_LNK : DT_FIFO;
 		}
-		if (S_ISDIR(sb.st_mode)) {
-			if ((rc = walk(child.ptr, depth + 1, out, o, st)) != 0)
+		if (type == DT_DIR) {
+			/* O_NOFOLLOW: a folder swapped for a link since the stat is not followed. */
+			int child = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			size_t len = w->path.len;
+
+			if (child < 0) {
+				walk_problem(w, name, strerror(errno), 1);
+				continue;
+			}
+			if ((rc = cr_buf_putc(&w->path, '/')) != 0 || (rc = cr_buf_puts(&w->path, name)) != 0) {
+				close(child);
 				goto done;
-		} else if (S_ISREG(sb.st_mode)) {
-			if ((rc = list_push(out, child.ptr, &sb)) != 0)
+			}
+			rc = walk(w, child, depth + 1);
+			w->path.len = len;
+			w->path.ptr[len] = '\0';
+			if (rc)
+				goto done;
+		} else if (type == DT_REG) {
+			if ((rc = list_push(w->out, w->path.ptr, w->path.len, name)) != 0)
 				goto done;
 		} else {
-			problem(o, st, child.ptr,
-			        S_ISLNK(sb.st_mode) ? "symbolic link inside a folder; not followed"
+			walk_problem(w, name,
+			             type == DT_LNK ? "symbolic link inside a folder; not followed"
 			                            : "not a regular file; skipped", 0);
 		}
 	}
 done:
-	cr_buf_free(&child);
-	list_free(&names);
+	closedir(d);
+	cr_buf_free(&nm.buf);
+	free(nm.off);
 	return rc;
 }
 
-static int collect(const char *const *paths, size_t n, path_list *out, const cr_add_options *o,
+static int collect(const char *const *paths, size_t n, file_list *out, const cr_add_options *o,
                    cr_add_stats *st)
 {
-	int rc;
+	walker w = {out, o, st, CR_BUF_INIT};
+	int rc = 0, sorted = 1;
+	size_t i, keep;
 
-	for (size_t i = 0; i < n; i++) {
+	for (i = 0; i < n && !rc; i++) {
 		char *abs = realpath(paths[i], NULL);
 		struct stat sb;
+		int fd;
 
-		if (!abs)
-			return cr_error_set_errno(errno == ENOENT ? CR_ENOTFOUND : CR_EIO, errno, "%s", paths[i]);
+		if (!abs) {
+			rc = cr_error_set_errno(errno == ENOENT ? CR_ENOTFOUND : CR_EIO, errno, "%s", paths[i]);
+			break;
+		}
 		if (stat(abs, &sb) != 0) {
 			rc = cr_error_set_errno(CR_EIO, errno, "%s", paths[i]);
-			free(abs);
-			return rc;
-		}
-		if (S_ISDIR(sb.st_mode))
-			rc = walk(abs, 0, out, o, st);
-		else if (S_ISREG(sb.st_mode))
-			rc = list_push(out, abs, &sb);
-		else
+		} else if (S_ISDIR(sb.st_mode)) {
+			cr_buf_clear(&w.path);
+			/* "/" lists as "" so that its children are "/name". */
+			if ((rc = cr_buf_puts(&w.path, strcmp(abs, "/") ? abs : "")) == 0) {
+				if ((fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+					rc = cr_error_set_errno(CR_EIO, errno, "%s", paths[i]);
+				else
+					rc = walk(&w, fd, 0);
+			}
+		} else if (S_ISREG(sb.st_mode)) {
+			rc = list_push(out, abs, strlen(abs), NULL);
+		} else {
 			rc = cr_error_set(CR_EINVAL, "%s is neither a regular file nor a folder", paths[i]);
+		}
 		free(abs);
-		if (rc)
-			return rc;
 	}
-	if (out->n)
+	cr_buf_free(&w.path);
+	if (rc)
+		return rc;
+	/* The arena no longer moves: offsets become pointers. */
+	for (i = 0; i < out->n; i++)
+		out->items[i].ptr = out->arena.ptr + out->items[i].off;
+	/*
+	 * Folders are listed in name order, which is path order except where a
+	 * name sorts below '/' ("a.txt" before "a/x"); sort only then.
+	 */
+	for (i = 1; i < out->n && sorted; i++)
+		sorted = strcmp(out->items[i - 1].ptr, out->items[i].ptr) < 0;
+	if (!sorted)
 		qsort(out->items, out->n, sizeof(*out->items), cmp_ent);
 	/* The same file named twice (or inside a named folder) is added once. */
-	{
-		size_t w = 0;
-
-		for (size_t i = 0; i < out->n; i++) {
-			if (w && strcmp(out->items[w - 1].path, out->items[i].path) == 0) {
-				free(out->items[i].path);
-				continue;
-			}
-			out->items[w++] = out->items[i];
-		}
-		out->n = w;
+	for (i = 0, keep = 0; i < out->n; i++) {
+		if (keep && strcmp(out->items[keep - 1].ptr, out->items[i].ptr) == 0)
+			continue;
+		out->items[keep++] = out->items[i];
 	}
+	out->n = keep;
 	return 0;
 }
 
-static int append_input(cr_store *store, const char *path, const uint8_t sha[32], uint64_t size,
-                        const struct timespec *now)
+/* What is known of a file in the window. */
+enum { PENDING = 0, SETTLED = 1, FAILED = -1 };
+
+/*
+ * One file in the window. The worker that hashed it fills unchanged, prep
+ * and fatal (in the done hook) before its result is queued; the main thread
+ * reads them after collecting the result.
+ */
+typedef struct slot {
+	signed char state;
+	signed char unchanged;       /* recorded before with this path and content */
+	cr_store_prepared prep;      /* the input event, when not unchanged */
+	int fatal;                   /* the store could not be read: stop */
+	char message[256];
+} slot;
+
+#define RETRY_TAG (1ull << 63)
+
+typedef struct adder {
+	slot *win;
+	size_t window;
+	cr_store_reader **readers;   /* one per worker */
+	unsigned n_readers;
+} adder;
+
+static slot *slot_of(adder *a, uint64_t tag)
 {
-	json_t *ev = NULL;
+	return &a->win[(size_t)(tag & ~RETRY_TAG) % a->window];
+}
+
+static void slot_fail(slot *s, int rc)
+{
+	s->fatal = rc;
+	snprintf(s->message, sizeof(s->message), "%s", cr_error_last());
+}
+
+/* Worker: the hash cache, through this worker's reader. */
+static int known_hook(void *ctx, unsigned worker, uint64_t tag, const char *path,
+                      const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE])
+{
+	adder *a = ctx;
 	int rc;
 
-	if ((rc = cr_event_new(&ev, "input")) == 0 &&
-	    (rc = cr_event_set_path(ev, "path", path, strlen(path))) == 0 &&
-	    (rc = cr_event_set_hex(ev, "sha256", sha, 32)) == 0 &&
-	    (rc = cr_event_set_int(ev, "size", (int64_t)size)) == 0 &&
-	    (rc = cr_event_set_time(ev, "time", now)) == 0 &&
-	    (rc = cr_event_set_str(ev, "via", "add")) == 0)
-		rc = cr_store_append(store, ev, NULL);
-	json_decref(ev);
+	(void)path;
+	if (worker >= a->n_readers)
+		return 0;
+	rc = cr_store_reader_cache_get(a->readers[worker], id, sha);
+	if (rc == 0)
+		return 1;
+	if (rc == CR_ENOTFOUND) {
+		cr_error_clear();
+		return 0;
+	}
+	slot_fail(slot_of(a, tag), rc);
 	return rc;
 }
 
 /*
- * One batch, one segment. The main thread looks every file up in the hash
- * cache and queues the misses on the pool at once, then appends events in
- * path order as hashes arrive, so hashing and appending overlap.
+ * Worker: whether the file is recorded already and, when it is not, its
+ * input event, encoded, so that the main thread only appends it.
  */
-#define RETRY_TAG (1ull << 63)
-
-static int add_batch(cr_store *store, cr_hash_pool *pool, file_ent *files, size_t n,
-                     const cr_add_options *o, cr_add_stats *st)
+static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_result *r)
 {
-	uint8_t (*sha)[32] = calloc(n ? n : 1, 32);
-	cr_file_id *ids = calloc(n ? n : 1, sizeof(*ids));
-	signed char *state = calloc(n ? n : 1, 1); /* 0 pending, 1 cached, 2 hashed, -1 failed */
-	cr_hash_result res[64];
+	adder *a = ctx;
+	slot *s = slot_of(a, r->tag);
+	size_t len = strlen(path);
 	struct timespec now;
-	size_t next = 0, i;
-	int rc = 0, retried;
+	json_t *ev = NULL;
+	int rc;
 
-	if (!sha || !ids || !state) {
-		rc = cr_error_set(CR_ENOMEM, "out of memory");
-		goto done;
+	if (r->rc != 0 || s->fatal || worker >= a->n_readers)
+		return;
+	rc = cr_store_reader_file_recorded(a->readers[worker], path, len, r->sha256);
+	if (rc < 0) {
+		slot_fail(s, rc);
+		return;
 	}
-	for (i = 0; i < n; i++) {
-		st->files++;
-		st->bytes += files[i].id.size;
-		rc = cr_store_cache_get(store, &files[i].id, sha[i]);
-		if (rc == 0) {
-			state[i] = 1;
-			ids[i] = files[i].id;
-			st->cached_files++;
-			continue;
-		}
-		if (rc != CR_ENOTFOUND)
-			goto done;
-		if ((rc = cr_hash_pool_submit(pool, i, files[i].path, -1)) != 0)
-			goto done;
+	if (rc == 1) {
+		s->unchanged = 1;
+		return;
 	}
-	rc = 0;
 	clock_gettime(CLOCK_REALTIME, &now);
-	while (next < n) {
-		size_t got = cr_hash_pool_collect(pool, res, sizeof(res) / sizeof(res[0]));
+	if ((rc = cr_event_new(&ev, "input")) != 0 ||
+	    (rc = cr_event_set_path(ev, "path", path, len)) != 0 ||
+	    (rc = cr_event_set_hex(ev, "sha256", r->sha256, CR_SHA256_SIZE)) != 0 ||
+	    (rc = cr_event_set_int(ev, "size", (int64_t)r->id.size)) != 0 ||
+	    (rc = cr_event_set_time(ev, "time", &now)) != 0 ||
+	    (rc = cr_event_set_str(ev, "via", "add")) != 0 ||
+	    (rc = cr_store_prepare(&s->prep, ev)) != 0)
+		slot_fail(s, rc);
+	json_decref(ev);
+}
 
+/*
+ * Every file, in path order, one segment per batch. The main thread keeps
+ * a window of files queued on the pool ahead of the next one to append;
+ * each worker takes a file's identity, asks the hash cache, hashes on a
+ * miss, asks whether the file is recorded already and encodes its event.
+ * The main thread writes: cache entries, events in path order, and a
+ * commit at each batch's end, while the window keeps the pool busy with
+ * the next batch.
+ */
+static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_ent *files,
+                     size_t n, size_t batch, const cr_add_options *o, cr_add_stats *st)
+{
+	size_t ahead = 0, next = 0, i;
+	cr_hash_result res[64];
+	int rc = 0;
+
+	while (next < n) {
+		size_t got, before = next;
+
+		/* Fill the window. */
+		for (; ahead < n && ahead - next < a->window; ahead++) {
+			slot *s = &a->win[ahead % a->window];
+
+			st->files++;
+			s->state = PENDING;
+			s->unchanged = 0;
+			s->fatal = 0;
+			cr_store_prepared_clear(&s->prep);
+			if ((rc = cr_hash_pool_submit(pool, ahead, files[ahead].ptr, -1)) != 0)
+				return rc;
+		}
+		got = cr_hash_pool_collect(pool, res, sizeof(res) / sizeof(res[0]));
 		for (size_t k = 0; k < got; k++) {
 			cr_hash_result *r = &res[k];
+			slot *s = slot_of(a, r->tag);
 
-			retried = (r->tag & RETRY_TAG) != 0;
 			i = (size_t)(r->tag & ~RETRY_TAG);
-			if (r->rc == CR_HASH_CHANGED && !retried) {
+			if (s->fatal)
+				return cr_error_set(s->fatal, "%s", s->message);
+			if (r->rc == CR_HASH_CHANGED && !(r->tag & RETRY_TAG)) {
 				/* A second look: a file being written right now is not recorded. */
-				if ((rc = cr_hash_pool_submit(pool, r->tag | RETRY_TAG, files[i].path, -1)) != 0)
-					goto done;
+				if ((rc = cr_hash_pool_submit(pool, r->tag | RETRY_TAG, files[i].ptr, -1)) != 0)
+					return rc;
 				continue;
 			}
-			if (r->rc == CR_HASH_CHANGED) {
-				problem(o, st, files[i].path, "changed while being read; not recorded", 1);
-				state[i] = -1;
+			if (r->rc != 0) {
+				problem(o, st, files[i].ptr,
+				        r->rc == CR_HASH_CHANGED ? "changed while being read; not recorded"
+				        : r->error[0]            ? r->error
+				                                 : "cannot be read", 1);
+				s->state = FAILED;
 				continue;
 			}
-			if (r->rc < 0) {
-				problem(o, st, files[i].path, r->error[0] ? r->error : "cannot be read", 1);
-				state[i] = -1;
-				continue;
+			st->bytes += r->id.size;
+			if (r->cached) {
+				st->cached_files++;
+			} else {
+				st->hashed_files++;
+				st->hashed_bytes += r->id.size;
+				if (!cr_file_id_racy(&r->id) &&
+				    (rc = cr_store_cache_put(store, &r->id, r->sha256)) != 0)
+					return rc;
 			}
-			memcpy(sha[i], r->sha256, 32);
-			ids[i] = r->id;
-			state[i] = 2;
-			st->hashed_files++;
-			st->hashed_bytes += r->id.size;
-			if (!cr_file_id_racy(&r->id) && (rc = cr_store_cache_put(store, &r->id, r->sha256)) != 0)
-				goto done;
+			s->state = SETTLED;
 		}
-		while (next < n && state[next] != 0) {
-			int seen;
+		/* Append what is settled, in order; commit at each batch's end. */
+		while (next < n && a->win[next % a->window].state != PENDING) {
+			slot *s = &a->win[next % a->window];
 
-			i = next++;
-			if (state[i] < 0)
-				continue;
-			seen = cr_store_file_recorded(store, files[i].path, strlen(files[i].path), sha[i]);
-			if (seen < 0) {
-				rc = seen;
-				goto done;
-			}
-			if (seen) {
+			next++;
+			if (s->state == SETTLED && s->unchanged) {
 				st->unchanged++;
-				continue;
+			} else if (s->state == SETTLED) {
+				if ((rc = cr_store_append_prepared(store, &s->prep, NULL)) != 0)
+					return rc;
+				cr_store_prepared_clear(&s->prep);
+				st->recorded++;
 			}
-			if ((rc = append_input(store, files[i].path, sha[i], ids[i].size, &now)) != 0)
-				goto done;
-			st->recorded++;
+			if (next % batch == 0 || next == n) {
+				if ((rc = cr_store_flush(store)) != 0)
+					return rc;
+				if (o->progress)
+					o->progress(o->ctx, st);
+				break; /* refill the window before the next batch */
+			}
 		}
-		if (next < n && got == 0) {
+		/* Nothing moved and the window is full: wait for the pool. */
+		if (next < n && got == 0 && next == before) {
 			struct pollfd pfd = {cr_hash_pool_eventfd(pool), POLLIN, 0};
 
 			(void)poll(&pfd, 1, 100);
 		}
 	}
-	rc = cr_store_flush(store);
-done:
-	if (rc) {
-		/* Let the pool finish what it was given before the paths go away. */
-		while (cr_hash_pool_busy(pool)) {
-			struct pollfd pfd = {cr_hash_pool_eventfd(pool), POLLIN, 0};
-
-			(void)poll(&pfd, 1, 100);
-			while (cr_hash_pool_collect(pool, res, sizeof(res) / sizeof(res[0])) > 0)
-				;
-		}
-	}
-	free(sha);
-	free(ids);
-	free(state);
-	return rc;
+	return 0;
 }
 
 int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_add_options *opts,
                  cr_add_stats *stats)
 {
 	cr_add_options o = {0};
-	path_list files = {0};
+	file_list files = {NULL, 0, 0, CR_BUF_INIT};
 	cr_hash_pool *pool = NULL;
+	cr_hash_hooks hooks = {known_hook, done_hook, NULL, O_NOFOLLOW};
+	adder a = {NULL, 0, NULL, 0};
+	unsigned threads;
 	size_t batch, i;
 	int rc;
 
@@ -324,20 +500,40 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 	memset(stats, 0, sizeof(*stats));
 	if ((rc = collect(paths, n, &files, &o, stats)) != 0)
 		goto done;
-	if ((rc = cr_hash_pool_new(&pool, o.threads)) != 0)
-		goto done;
-	for (i = 0; i < files.n; i += batch) {
-		size_t m = files.n - i < batch ? files.n - i : batch;
-
-		if ((rc = add_batch(store, pool, files.items + i, m, &o, stats)) != 0)
-			goto done;
-		if (o.progress)
-			o.progress(o.ctx, stats);
-	}
-	if (files.n == 0)
+	if (files.n == 0) {
 		rc = cr_store_flush(store);
+		goto done;
+	}
+	a.window = batch * WINDOW_BATCHES;
+	if ((a.win = calloc(a.window, sizeof(*a.win))) == NULL) {
+		rc = cr_error_set(CR_ENOMEM, "out of memory");
+		goto done;
+	}
+	/* The workers use the hooks only for jobs, and the readers are open before the first. */
+	hooks.ctx = &a;
+	if ((rc = cr_hash_pool_new_with(&pool, o.threads, &hooks)) != 0)
+		goto done;
+	threads = cr_hash_pool_threads(pool);
+	if ((a.readers = calloc(threads, sizeof(*a.readers))) == NULL) {
+		rc = cr_error_set(CR_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (; a.n_readers < threads; a.n_readers++) {
+		if ((rc = cr_store_reader_open(store, &a.readers[a.n_readers])) != 0)
+			goto done;
+	}
+	rc = add_files(store, pool, &a, files.items, files.n, batch, &o, stats);
 done:
+	/* Jobs not started are dropped; the workers are gone before their readers. */
 	cr_hash_pool_free(pool);
+	for (i = 0; i < a.n_readers; i++)
+		cr_store_reader_free(a.readers[i]);
+	free(a.readers);
+	if (a.win) {
+		for (i = 0; i < a.window; i++)
+			cr_store_prepared_free(&a.win[i].prep);
+		free(a.win);
+	}
 	list_free(&files);
 	return rc;
 }

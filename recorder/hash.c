@@ -240,12 +240,24 @@ static int open_error(const char *path, int err)
 	return cr_error_set_errno(CR_EIO, err, "open %s", path);
 }
 
+/* A pool's "known" hook as one worker calls it; fn NULL when there is none. */
+typedef struct known_hook {
+	int (*fn)(void *ctx, unsigned worker, uint64_t tag, const char *path, const cr_file_id *id,
+	          uint8_t sha[CR_SHA256_SIZE]);
+	void *ctx;
+	unsigned worker;
+	uint64_t tag;
+} known_hook;
+
 /*
  * Hash an open regular file from offset 0 to EOF, taking its identity by
- * fstat() before and after; name is for messages. *nread gets the bytes hashed.
+ * fstat() before and after; name is for messages. *nread gets the bytes
+ * hashed. When the known hook (may be NULL) has the content for the
+ * identity, the file is not read and *cached is set.
  */
 static int hash_open_file(hasher *h, int fd, int fresh, const char *name,
-                          uint8_t out[CR_SHA256_SIZE], cr_file_id *id, uint64_t *nread)
+                          uint8_t out[CR_SHA256_SIZE], cr_file_id *id, uint64_t *nread,
+                          const known_hook *known, int *cached)
 {
 	struct stat before, after;
 	uint64_t len = 0;
@@ -253,6 +265,7 @@ static int hash_open_file(hasher *h, int fd, int fresh, const char *name,
 
 	memset(out, 0, CR_SHA256_SIZE);
 	*nread = 0;
+	*cached = 0;
 	if (fstat(fd, &before) < 0) {
 		rc = cr_error_set_errno(CR_EIO, errno, "fstat %s", name);
 		goto done;
@@ -271,6 +284,15 @@ static int hash_open_file(hasher *h, int fd, int fresh, const char *name,
 		goto done;
 	}
 	cr_file_id_from_stat(id, &before);
+	if (known && known->fn) {
+		rc = known->fn(known->ctx, known->worker, known->tag, name, id, out);
+		if (rc > 0) {
+			*cached = 1;
+			return 0;
+		}
+		if (rc < 0)
+			goto done;
+	}
 
 	/* Size 0 may be a lie (/proc): then read to EOF and let the size check judge. */
 	rc = hash_fd_with(h, fd, name, out, &len,
@@ -294,23 +316,30 @@ done:
 	return rc;
 }
 
-/* cr_hash_file with the caller's hasher; *nread gets the bytes hashed. */
-static int hash_file_with(hasher *h, const char *path, uint8_t out[CR_SHA256_SIZE],
-                          cr_file_id *id, uint64_t *nread)
+/*
+ * cr_hash_file with the caller's hasher, extra open() flags, and a known
+ * hook (may be NULL); *nread gets the bytes hashed.
+ */
+static int hash_file_with(hasher *h, const char *path, int flags, uint8_t out[CR_SHA256_SIZE],
+                          cr_file_id *id, uint64_t *nread, const known_hook *known, int *cached)
 {
 	int fd, rc;
 
 	memset(out, 0, CR_SHA256_SIZE);
 	*nread = 0;
+	*cached = 0;
 	/*
 	 * O_NONBLOCK so that a FIFO at path is rejected below instead of
 	 * blocking open() until some writer shows up; O_NOCTTY so that a
 	 * terminal never becomes ours.
 	 */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fd < 0)
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | flags);
+	if (fd < 0) {
+		if (errno == ELOOP && (flags & O_NOFOLLOW))
+			return cr_error_set(CR_EINVAL, "%s is a symbolic link; not followed", path);
 		return open_error(path, errno);
-	rc = hash_open_file(h, fd, 1, path, out, id, nread);
+	}
+	rc = hash_open_file(h, fd, 1, path, out, id, nread, known, cached);
 	close(fd);
 	return rc;
 }
@@ -319,12 +348,12 @@ int cr_hash_file(const char *path, uint8_t out[CR_SHA256_SIZE], cr_file_id *id)
 {
 	hasher h = {0};
 	uint64_t nread;
-	int rc;
+	int rc, cached;
 
 	rc = hasher_init(&h);
 	if (rc)
 		return rc;
-	rc = hash_file_with(&h, path, out, id, &nread);
+	rc = hash_file_with(&h, path, 0, out, id, &nread, NULL, &cached);
 	hasher_free(&h);
 	return rc;
 }
@@ -393,6 +422,7 @@ static void *worker_main(void *arg)
 	cr_hash_job *job;
 	uint64_t nread;
 	size_t i;
+	int cached;
 
 	for (;;) {
 		i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
@@ -401,7 +431,7 @@ static void *worker_main(void *arg)
 		job = &p->jobs[i];
 		nread = 0;
 		cr_error_clear();
-		job->rc = hash_file_with(&w->h, job->path, job->sha256, &job->id, &nread);
+		job->rc = hash_file_with(&w->h, job->path, 0, job->sha256, &job->id, &nread, NULL, &cached);
 		/*
 		 * The message is thread-local: copy it here or it is lost. A
 		 * failed strdup leaves error NULL; rc still tells what happened.
@@ -509,6 +539,12 @@ typedef struct pool_result {
 	cr_hash_result r;
 } pool_result;
 
+typedef struct pool_thread {
+	struct cr_hash_pool *pool;
+	unsigned index;
+	pthread_t thread;
+} pool_thread;
+
 struct cr_hash_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
@@ -517,26 +553,33 @@ struct cr_hash_pool {
 	size_t queued, running;
 	int stopping;
 	int efd;
+	cr_hash_hooks hooks;
 	unsigned nthreads;
-	pthread_t *threads;
+	pool_thread *threads;
 };
 
 static void *pool_worker(void *arg)
 {
-	cr_hash_pool *p = arg;
+	pool_thread *t = arg;
+	cr_hash_pool *p = t->pool;
 	hasher h = {0};
-	int ready = hasher_init(&h);
+	int ready = hasher_init(&h), flags = p->hooks.open_flags & O_NOFOLLOW;
+	known_hook known = {p->hooks.known, p->hooks.ctx, t->index, 0};
+
+	/* A name for top and perf; failing to set it changes nothing. */
+	(void)pthread_setname_np(pthread_self(), "cr-hash");
 
 	for (;;) {
 		pool_job *j;
 		pool_result *res;
 		uint64_t nread, one = 1;
-		int rc;
+		int rc, signal;
 
 		pthread_mutex_lock(&p->lock);
 		while (!p->jobs && !p->stopping)
 			pthread_cond_wait(&p->wake, &p->lock);
-		if (!p->jobs) {
+		if (p->stopping) {
+			/* Jobs not started are dropped (cr_hash_pool_free frees them). */
 			pthread_mutex_unlock(&p->lock);
 			break;
 		}
@@ -551,15 +594,21 @@ static void *pool_worker(void *arg)
 		res = calloc(1, sizeof(*res));
 		if (res) {
 			res->r.tag = j->tag;
+			known.tag = j->tag;
+			cr_error_clear();
 			if (ready != 0)
 				rc = ready;
 			else if (j->fd >= 0)
-				rc = hash_open_file(&h, j->fd, 0, j->path, res->r.sha256, &res->r.id, &nread);
+				rc = hash_open_file(&h, j->fd, 0, j->path, res->r.sha256, &res->r.id, &nread,
+				                    &known, &res->r.cached);
 			else
-				rc = hash_file_with(&h, j->path, res->r.sha256, &res->r.id, &nread);
+				rc = hash_file_with(&h, j->path, flags, res->r.sha256, &res->r.id, &nread, &known,
+				                    &res->r.cached);
 			res->r.rc = rc;
 			if (rc < 0)
 				snprintf(res->r.error, sizeof(res->r.error), "%s", cr_error_last());
+			if (p->hooks.done)
+				p->hooks.done(p->hooks.ctx, t->index, j->path, &res->r);
 		}
 		if (j->fd >= 0)
 			close(j->fd);
@@ -567,12 +616,19 @@ static void *pool_worker(void *arg)
 
 		pthread_mutex_lock(&p->lock);
 		p->running--;
+		/*
+		 * The owner is woken when results appear, not once per result: it
+		 * takes every result there is on each collect, and re-arms the
+		 * eventfd when it leaves some. That saves a system call per file,
+		 * and the owner's wake-ups while it is still busy with earlier ones.
+		 */
+		signal = !p->results || !res;
 		if (res) {
 			*p->results_tail = res;
 			p->results_tail = &res->next;
 		}
 		pthread_mutex_unlock(&p->lock);
-		if (write(p->efd, &one, sizeof(one)) < 0) {
+		if (signal && write(p->efd, &one, sizeof(one)) < 0) {
 			/* The counter saturating only delays the wake-up; nothing is lost. */
 		}
 	}
@@ -581,6 +637,11 @@ static void *pool_worker(void *arg)
 }
 
 int cr_hash_pool_new(cr_hash_pool **out, unsigned threads)
+{
+	return cr_hash_pool_new_with(out, threads, NULL);
+}
+
+int cr_hash_pool_new_with(cr_hash_pool **out, unsigned threads, const cr_hash_hooks *hooks)
 {
 	cr_hash_pool *p;
 	unsigned i;
@@ -607,8 +668,12 @@ int cr_hash_pool_new(cr_hash_pool **out, unsigned threads)
 	pthread_cond_init(&p->wake, NULL);
 	p->jobs_tail = &p->jobs;
 	p->results_tail = &p->results;
+	if (hooks)
+		p->hooks = *hooks;
 	for (i = 0; i < threads; i++) {
-		if (pthread_create(&p->threads[i], NULL, pool_worker, p) != 0)
+		p->threads[i].pool = p;
+		p->threads[i].index = i;
+		if (pthread_create(&p->threads[i].thread, NULL, pool_worker, &p->threads[i]) != 0)
 			break;
 	}
 	p->nthreads = i;
@@ -690,6 +755,11 @@ int cr_hash_pool_eventfd(const cr_hash_pool *p)
 	return p->efd;
 }
 
+unsigned cr_hash_pool_threads(const cr_hash_pool *p)
+{
+	return p->nthreads;
+}
+
 void cr_hash_pool_free(cr_hash_pool *p)
 {
 	if (!p)
@@ -699,7 +769,7 @@ void cr_hash_pool_free(cr_hash_pool *p)
 	pthread_cond_broadcast(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 	for (unsigned i = 0; i < p->nthreads; i++)
-		pthread_join(p->threads[i], NULL);
+		pthread_join(p->threads[i].thread, NULL);
 	while (p->jobs) {
 		pool_job *j = p->jobs;
 

@@ -16,7 +16,24 @@
 #include "util/buf.h"
 #include "util/codec.h"
 
-#define SCHEMA_VERSION 1
+/*
+ * The schema version, kept in PRAGMA user_version. Version 1 kept `files`
+ * as a rowid table with an index on the full SHA-256 (random keys: every
+ * insert a random B-tree page); version 2 keys `files` by (path, idx) and
+ * finds a SHA-256 by scanning. An index of an older version is migrated
+ * (derived tables dropped and made again, empty) and then rebuilt from the
+ * log by the store; see docs/formats/index.md.
+ */
+#define SCHEMA_VERSION 2
+
+/*
+ * Page cache per connection, in KiB (negative cache_size). SQLite's 2 MiB
+ * default spills dirty pages to the WAL in the middle of a segment's
+ * transaction once the index is large; a segment (CR_STORE_SEGMENT_BYTES of
+ * events) dirties about as many bytes of index pages as its events take,
+ * so this holds one with room to spare. Pages are only allocated as used.
+ */
+#define CACHE_KIB 65536
 
 enum {
 	ST_ADD_EVENT,
@@ -32,12 +49,14 @@ enum {
 	ST_META_PUT,
 	ST_SEGMENT_OF,
 	ST_FILE_RECORDED,
+	ST_TYPE_GET,
+	ST_TYPE_ADD,
 	ST_COUNT
 };
 
 static const char *const statements[ST_COUNT] = {
 	[ST_ADD_EVENT] = "INSERT INTO events(idx, type, leaf) VALUES (?1, ?2, ?3)",
-	[ST_ADD_FILE] = "INSERT INTO files(idx, path, sha256, size) VALUES (?1, ?2, ?3, ?4)",
+	[ST_ADD_FILE] = "INSERT INTO files(path, idx, sha256, size) VALUES (?2, ?1, ?3, ?4)",
 	[ST_ADD_SEGMENT] = "INSERT INTO segments(first, count, path, git_commit) VALUES (?1, ?2, ?3, ?4)",
 	[ST_ADD_NODE] = "INSERT OR REPLACE INTO nodes(level, pos, hash) VALUES (?1, ?2, ?3)",
 	[ST_LEAF] = "SELECT leaf FROM events WHERE idx = ?1",
@@ -49,20 +68,26 @@ static const char *const statements[ST_COUNT] = {
 	                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
 	[ST_META_PUT] = "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
-	[ST_FILE_RECORDED] = "SELECT 1 FROM files WHERE sha256 = ?1 AND path = ?2 LIMIT 1",
+	[ST_FILE_RECORDED] = "SELECT 1 FROM files WHERE path = ?2 AND sha256 = ?1 LIMIT 1",
 	[ST_SEGMENT_OF] = "SELECT first, path FROM segments WHERE first <= ?1 ORDER BY first DESC LIMIT 1",
+	[ST_TYPE_GET] = "SELECT code FROM types WHERE name = ?1",
+	[ST_TYPE_ADD] = "INSERT INTO types(name) VALUES (?1)",
 };
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;"
 	/* Derived from the log: */
-	"CREATE TABLE IF NOT EXISTS events(idx INTEGER PRIMARY KEY, type TEXT NOT NULL,"
+	/* Event types by number, in the order the log first names them (1, 2, ...):
+	 * a 1-byte code in each event row instead of the name. */
+	"CREATE TABLE IF NOT EXISTS types(code INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+	"CREATE TABLE IF NOT EXISTS events(idx INTEGER PRIMARY KEY, type INTEGER NOT NULL,"
 	" leaf BLOB NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS segments(first INTEGER PRIMARY KEY, count INTEGER NOT NULL,"
 	" path TEXT NOT NULL, git_commit TEXT NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS files(idx INTEGER PRIMARY KEY, path TEXT NOT NULL,"
-	" sha256 BLOB NOT NULL, size INTEGER);"
-	"CREATE INDEX IF NOT EXISTS files_by_sha256 ON files(sha256);"
+	/* Keyed by path: inserts land next to the same folder's earlier files,
+	 * and a lookup by path (or path and hash) is a key prefix. */
+	"CREATE TABLE IF NOT EXISTS files(path TEXT NOT NULL, idx INTEGER NOT NULL,"
+	" sha256 BLOB NOT NULL, size INTEGER, PRIMARY KEY(path, idx)) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, pos INTEGER NOT NULL,"
 	" hash BLOB NOT NULL, PRIMARY KEY(level, pos)) WITHOUT ROWID;"
 	/* Not derived; kept across rebuilds: */
@@ -72,9 +97,18 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS witness(size INTEGER PRIMARY KEY, root BLOB NOT NULL,"
 	" git_commit TEXT NOT NULL);";
 
+/* The type codes seen, so that appending an event rarely asks SQLite. */
+#define TYPE_CACHE 32
+#define TYPE_NAME_MAX 48
+
 struct cr_index {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
+	struct {
+		char name[TYPE_NAME_MAX];
+		sqlite3_int64 code;
+	} types[TYPE_CACHE];
+	size_t n_types;
 	int node_error;
 	char node_message[256];
 };
@@ -100,13 +134,82 @@ static int exec(cr_index *idx, const char *sql)
 	return 0;
 }
 
-int cr_index_open(cr_index **out, const char *path)
+/*
+ * Tables derived from the log in any older schema, dropped on a migration;
+ * meta keeps its non-derived rows. The hash cache and the witness have the
+ * same shape in every version so far and are kept.
+ */
+static const char drop_derived[] =
+	"DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS segments;"
+	"DROP TABLE IF EXISTS nodes; DROP TABLE IF EXISTS types;"
+	"DELETE FROM meta WHERE key IN ('size','frontier','head');";
+
+static int schema_version(cr_index *idx, int *out)
+{
+	sqlite3_stmt *v = NULL;
+	int rc = 0;
+
+	if (sqlite3_prepare_v2(idx->db, "PRAGMA user_version", -1, &v, NULL) != SQLITE_OK ||
+	    sqlite3_step(v) != SQLITE_ROW)
+		rc = db_fail(idx, "reading the schema version");
+	else
+		*out = sqlite3_column_int(v, 0);
+	sqlite3_finalize(v);
+	return rc;
+}
+
+/*
+ * Make the schema current; *old_version gets the version found (0: a new
+ * file). An index already current is only read: a reader must not wait for
+ * the write lock while a recording holds a segment's transaction open.
+ */
+static int set_up_schema(cr_index *idx, const char *path, unsigned flags, int *old_version)
+{
+	char sql[64];
+	int v = 0, rc = 0, pass;
+
+	for (pass = 0; pass < 2; pass++) {
+		/* The second pass holds the write lock: nobody else sets up or migrates meanwhile. */
+		if (pass == 1 && (rc = exec(idx, "BEGIN IMMEDIATE")) != 0)
+			return rc;
+		if ((rc = schema_version(idx, &v)) != 0)
+			goto fail;
+		*old_version = v;
+		if (v == SCHEMA_VERSION)
+			return pass == 1 ? exec(idx, "COMMIT") : 0;
+		if (v > SCHEMA_VERSION) {
+			rc = cr_error_set(CR_ECORRUPT, "index %s has schema version %d, newer than this "
+			                  "build's %d (use a newer cleanroom, or delete index.sqlite to have "
+			                  "it rebuilt from the log)", path, v, SCHEMA_VERSION);
+			goto fail;
+		}
+		if (v > 0 && !(flags & CR_INDEX_MIGRATE)) {
+			rc = cr_error_set(CR_ECORRUPT, "index %s has schema version %d, this build uses %d: "
+			                  "it must be rebuilt from the log", path, v, SCHEMA_VERSION);
+			goto fail;
+		}
+	}
+	if (v > 0 && (rc = exec(idx, drop_derived)) != 0)
+		goto fail;
+	snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", SCHEMA_VERSION);
+	if ((rc = exec(idx, schema)) != 0 || (rc = exec(idx, sql)) != 0 ||
+	    (rc = exec(idx, "COMMIT")) != 0)
+		goto fail;
+	return 0;
+fail:
+	cr_index_rollback(idx);
+	return rc;
+}
+
+int cr_index_open(cr_index **out, const char *path, unsigned flags, int *old_version)
 {
 	cr_index *idx;
-	int rc = 0, i;
-	sqlite3_stmt *v = NULL;
+	char sql[64];
+	int rc = 0, i, v = 0;
 
 	*out = NULL;
+	if (old_version)
+		*old_version = 0;
 	if ((idx = calloc(1, sizeof(*idx))) == NULL)
 		return cr_error_set(CR_ENOMEM, "out of memory");
 	if (sqlite3_open_v2(path, &idx->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
@@ -117,26 +220,13 @@ int cr_index_open(cr_index **out, const char *path)
 	sqlite3_busy_timeout(idx->db, 10000);
 	/* WAL lets readers run during a recording; NORMAL is durable against
 	 * process crashes, and after a power loss the index catches up from the log. */
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size=-%d;", CACHE_KIB);
 	if ((rc = exec(idx, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 	                    "PRAGMA foreign_keys=OFF;")) != 0 ||
-	    (rc = exec(idx, schema)) != 0)
+	    (rc = exec(idx, sql)) != 0 || (rc = set_up_schema(idx, path, flags, &v)) != 0)
 		goto fail;
-	if (sqlite3_prepare_v2(idx->db, "PRAGMA user_version", -1, &v, NULL) != SQLITE_OK ||
-	    sqlite3_step(v) != SQLITE_ROW) {
-		rc = db_fail(idx, "reading the schema version");
-		goto fail;
-	}
-	i = sqlite3_column_int(v, 0);
-	sqlite3_finalize(v);
-	v = NULL;
-	if (i == 0) {
-		if ((rc = exec(idx, "PRAGMA user_version=1")) != 0)
-			goto fail;
-	} else if (i != SCHEMA_VERSION) {
-		rc = cr_error_set(CR_ECORRUPT, "index %s has schema version %d, this build knows %d "
-		                  "(run `cleanroom index rebuild`)", path, i, SCHEMA_VERSION);
-		goto fail;
-	}
+	if (old_version && v != SCHEMA_VERSION)
+		*old_version = v; /* migrated from it */
 	for (i = 0; i < ST_COUNT; i++) {
 		if (sqlite3_prepare_v3(idx->db, statements[i], -1, SQLITE_PREPARE_PERSISTENT,
 		                       &idx->st[i], NULL) != SQLITE_OK) {
@@ -147,6 +237,8 @@ int cr_index_open(cr_index **out, const char *path)
 	*out = idx;
 	return 0;
 fail:
+	if (old_version && v > 0 && v < SCHEMA_VERSION)
+		*old_version = v; /* not migrated: the caller may retry with CR_INDEX_MIGRATE */
 	cr_index_free(idx);
 	return rc;
 }
@@ -181,8 +273,48 @@ int cr_index_commit(cr_index *idx)
 
 void cr_index_rollback(cr_index *idx)
 {
+	/* Codes of types first named in the transaction go with it. */
+	idx->n_types = 0;
 	if (!sqlite3_get_autocommit(idx->db))
 		sqlite3_exec(idx->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* The code of an event type, given one when the log names it first. */
+static int type_code(cr_index *idx, const char *name, sqlite3_int64 *out)
+{
+	size_t len = strlen(name), i;
+	sqlite3_stmt *s;
+	int rc;
+
+	for (i = 0; i < idx->n_types; i++) {
+		if (strcmp(idx->types[i].name, name) == 0) {
+			*out = idx->types[i].code;
+			return 0;
+		}
+	}
+	s = stmt(idx, ST_TYPE_GET);
+	sqlite3_bind_text(s, 1, name, (int)len, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+	} else {
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE)
+			return db_fail(idx, "reading event types");
+		s = stmt(idx, ST_TYPE_ADD);
+		sqlite3_bind_text(s, 1, name, (int)len, SQLITE_STATIC);
+		rc = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE)
+			return db_fail(idx, "adding an event type");
+		*out = sqlite3_last_insert_rowid(idx->db);
+	}
+	if (len < TYPE_NAME_MAX && idx->n_types < TYPE_CACHE) {
+		memcpy(idx->types[idx->n_types].name, name, len + 1);
+		idx->types[idx->n_types++].code = *out;
+	}
+	return 0;
 }
 
 static int meta_get(cr_index *idx, const char *key, cr_buf *out, int *found)
@@ -271,15 +403,21 @@ int cr_index_set_state(cr_index *idx, const cr_merkle_state *tree, const char *c
 
 int cr_index_add_event(cr_index *idx, uint64_t i, const json_t *ev, const uint8_t leaf[CR_HASH_SIZE])
 {
-	sqlite3_stmt *s = stmt(idx, ST_ADD_EVENT);
-	const char *sha;
+	sqlite3_stmt *s;
+	const char *sha, *type = cr_event_type(ev);
+	sqlite3_int64 code = 0;
 	json_t *size;
 	cr_buf path = CR_BUF_INIT;
 	uint8_t digest[32];
 	int rc = 0;
 
+	if (!type)
+		return cr_error_set(CR_EINVAL, "index: event %" PRIu64 " has no type", i);
+	if ((rc = type_code(idx, type, &code)) != 0)
+		return rc;
+	s = stmt(idx, ST_ADD_EVENT);
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
-	sqlite3_bind_text(s, 2, cr_event_type(ev), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, code);
 	sqlite3_bind_blob(s, 3, leaf, CR_HASH_SIZE, SQLITE_STATIC);
 	if (sqlite3_step(s) != SQLITE_DONE)
 		return db_fail(idx, "adding an event");
@@ -461,13 +599,16 @@ void cr_index_merkle_source(cr_index *idx, cr_merkle_source *src)
 
 int cr_index_clear_derived(cr_index *idx)
 {
+	idx->n_types = 0;
 	return exec(idx, "DELETE FROM events; DELETE FROM files; DELETE FROM segments;"
-	                 "DELETE FROM nodes; DELETE FROM meta WHERE key IN ('size','frontier','head');");
+	                 "DELETE FROM nodes; DELETE FROM types;"
+	                 "DELETE FROM meta WHERE key IN ('size','frontier','head');");
 }
 
-int cr_index_cache_get(cr_index *idx, const cr_file_id *id, uint8_t out[CR_SHA256_SIZE])
+/* The hash cache lookup on a connection's reset statement s (ST_CACHE_GET). */
+static int cache_get_with(sqlite3 *db, sqlite3_stmt *s, const cr_file_id *id,
+                          uint8_t out[CR_SHA256_SIZE])
 {
-	sqlite3_stmt *s = stmt(idx, ST_CACHE_GET);
 	int rc;
 
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)id->dev);
@@ -482,10 +623,15 @@ int cr_index_cache_get(cr_index *idx, const cr_file_id *id, uint8_t out[CR_SHA25
 	} else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
 		rc = CR_ENOTFOUND;
 	} else {
-		rc = db_fail(idx, "reading the hash cache");
+		rc = cr_error_set(CR_ESQLITE, "index: reading the hash cache: %s", sqlite3_errmsg(db));
 	}
 	sqlite3_reset(s);
 	return rc;
+}
+
+int cr_index_cache_get(cr_index *idx, const cr_file_id *id, uint8_t out[CR_SHA256_SIZE])
+{
+	return cache_get_with(idx->db, stmt(idx, ST_CACHE_GET), id, out);
 }
 
 int cr_index_cache_put(cr_index *idx, const cr_file_id *id, const uint8_t sha[CR_SHA256_SIZE])
@@ -582,7 +728,8 @@ int cr_index_type_counts(cr_index *idx, int (*fn)(void *ctx, const char *type, u
 	sqlite3_stmt *s = NULL;
 	int rc = 0, step;
 
-	if (sqlite3_prepare_v2(idx->db, "SELECT type, count(*) FROM events GROUP BY type ORDER BY type",
+	if (sqlite3_prepare_v2(idx->db, "SELECT t.name, count(*) FROM events e JOIN types t "
+	                       "ON t.code = e.type GROUP BY e.type ORDER BY t.name",
 	                       -1, &s, NULL) != SQLITE_OK)
 		return db_fail(idx, "counting events");
 	while ((step = sqlite3_step(s)) == SQLITE_ROW) {
@@ -596,10 +743,10 @@ int cr_index_type_counts(cr_index *idx, int (*fn)(void *ctx, const char *type, u
 	return rc;
 }
 
-int cr_index_file_recorded(cr_index *idx, const char *path, size_t len,
-                           const uint8_t sha[CR_SHA256_SIZE])
+/* The recorded-file lookup on a connection's reset statement s (ST_FILE_RECORDED). */
+static int file_recorded_with(sqlite3 *db, sqlite3_stmt *s, const char *path, size_t len,
+                              const uint8_t sha[CR_SHA256_SIZE])
 {
-	sqlite3_stmt *s = stmt(idx, ST_FILE_RECORDED);
 	int rc;
 
 	sqlite3_bind_blob(s, 1, sha, CR_SHA256_SIZE, SQLITE_STATIC);
@@ -610,17 +757,125 @@ int cr_index_file_recorded(cr_index *idx, const char *path, size_t len,
 		return 1;
 	if (rc == SQLITE_DONE)
 		return 0;
-	return db_fail(idx, "looking up a file");
+	return cr_error_set(CR_ESQLITE, "index: looking up a file: %s", sqlite3_errmsg(db));
+}
+
+int cr_index_file_recorded(cr_index *idx, const char *path, size_t len,
+                           const uint8_t sha[CR_SHA256_SIZE])
+{
+	return file_recorded_with(idx->db, stmt(idx, ST_FILE_RECORDED), path, len, sha);
+}
+
+/*
+ * A reader: its own read-only connection, for one thread at a time. Its
+ * statements share read transactions, each ended after READER_TXN_OPS
+ * statements: one per statement would take the WAL's locks every time,
+ * one for good would keep the writer's checkpoints from finishing.
+ */
+#define READER_TXN_OPS 4096
+#define READER_CACHE_KIB 8192
+
+struct cr_index_reader {
+	sqlite3 *db;
+	sqlite3_stmt *cache_get, *file_recorded;
+	unsigned ops;
+};
+
+void cr_index_reader_free(cr_index_reader *r)
+{
+	if (!r)
+		return;
+	sqlite3_finalize(r->cache_get);
+	sqlite3_finalize(r->file_recorded);
+	sqlite3_close(r->db); /* ends an open read transaction */
+	free(r);
+}
+
+int cr_index_reader_open(cr_index_reader **out, const char *path)
+{
+	cr_index_reader *r;
+	char sql[64];
+	int v = 0, rc = 0;
+
+	*out = NULL;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		rc = cr_error_set(CR_ESQLITE, "index %s: %s", path,
+		                  r->db ? sqlite3_errmsg(r->db) : "cannot open");
+		goto fail;
+	}
+	sqlite3_busy_timeout(r->db, 10000);
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size=-%d", READER_CACHE_KIB);
+	if (sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		rc = cr_error_set(CR_ESQLITE, "index %s: %s", path, sqlite3_errmsg(r->db));
+		goto fail;
+	}
+	{
+		sqlite3_stmt *s = NULL;
+
+		if (sqlite3_prepare_v2(r->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+		    sqlite3_step(s) == SQLITE_ROW)
+			v = sqlite3_column_int(s, 0);
+		sqlite3_finalize(s);
+	}
+	if (v != SCHEMA_VERSION) {
+		rc = cr_error_set(CR_ECORRUPT, "index %s has schema version %d, not %d", path, v,
+		                  SCHEMA_VERSION);
+		goto fail;
+	}
+	if (sqlite3_prepare_v3(r->db, statements[ST_CACHE_GET], -1, SQLITE_PREPARE_PERSISTENT,
+	                       &r->cache_get, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v3(r->db, statements[ST_FILE_RECORDED], -1, SQLITE_PREPARE_PERSISTENT,
+	                       &r->file_recorded, NULL) != SQLITE_OK) {
+		rc = cr_error_set(CR_ESQLITE, "index %s: %s", path, sqlite3_errmsg(r->db));
+		goto fail;
+	}
+	*out = r;
+	return 0;
+fail:
+	cr_index_reader_free(r);
+	return rc;
+}
+
+/* Open (or renew) the reader's read transaction before a statement. */
+static int reader_txn(cr_index_reader *r)
+{
+	if (r->ops && r->ops % READER_TXN_OPS == 0 && !sqlite3_get_autocommit(r->db))
+		sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+	r->ops++;
+	if (sqlite3_get_autocommit(r->db) && sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		return cr_error_set(CR_ESQLITE, "index: %s", sqlite3_errmsg(r->db));
+	return 0;
+}
+
+int cr_index_reader_cache_get(cr_index_reader *r, const cr_file_id *id, uint8_t out[CR_SHA256_SIZE])
+{
+	int rc = reader_txn(r);
+
+	return rc ? rc : cache_get_with(r->db, r->cache_get, id, out);
+}
+
+int cr_index_reader_file_recorded(cr_index_reader *r, const char *path, size_t len,
+                                  const uint8_t sha[CR_SHA256_SIZE])
+{
+	int rc = reader_txn(r);
+
+	return rc ? rc : file_recorded_with(r->db, r->file_recorded, path, len, sha);
 }
 
 int cr_index_find_files(cr_index *idx, const char *path, size_t path_len, const uint8_t *sha,
                         const char *type, int (*fn)(void *ctx, uint64_t i), void *ctx)
 {
 	sqlite3_stmt *s = NULL;
+	/* By path: a key prefix of files. By SHA-256: a scan of files (see
+	 * docs/formats/index.md for why there is no index on it). */
 	const char *sql = sha ? "SELECT f.idx FROM files f JOIN events e ON e.idx = f.idx "
-	                        "WHERE f.sha256 = ?1 AND (?2 IS NULL OR e.type = ?2) ORDER BY f.idx"
+	                        "WHERE f.sha256 = ?1 AND (?2 IS NULL OR e.type = "
+	                        "(SELECT code FROM types WHERE name = ?2)) ORDER BY f.idx"
 	                      : "SELECT f.idx FROM files f JOIN events e ON e.idx = f.idx "
-	                        "WHERE f.path = ?1 AND (?2 IS NULL OR e.type = ?2) ORDER BY f.idx";
+	                        "WHERE f.path = ?1 AND (?2 IS NULL OR e.type = "
+	                        "(SELECT code FROM types WHERE name = ?2)) ORDER BY f.idx";
 	int rc = 0, step;
 
 	if (sqlite3_prepare_v2(idx->db, sql, -1, &s, NULL) != SQLITE_OK)

@@ -21,7 +21,19 @@
 
 typedef struct cr_index cr_index;
 
-int cr_index_open(cr_index **out, const char *path);
+/* cr_index_open flags. */
+#define CR_INDEX_MIGRATE 0x1 /* an index of an older schema may be migrated */
+
+/*
+ * Open the index at path, creating it when missing. An index of an older
+ * schema is CR_ECORRUPT unless CR_INDEX_MIGRATE is given: then its derived
+ * tables are dropped and made again in the current schema, empty (the hash
+ * cache and witness are kept), and the caller must index the log again.
+ * *old_version (may be NULL) gets the older schema version found, whether
+ * migrated or refused, and 0 otherwise (a current index, or a new file). An
+ * index of a newer schema is always CR_ECORRUPT.
+ */
+int cr_index_open(cr_index **out, const char *path, unsigned flags, int *old_version);
 void cr_index_free(cr_index *idx);
 
 int cr_index_begin(cr_index *idx);
@@ -57,6 +69,20 @@ int cr_index_cache_put(cr_index *idx, const cr_file_id *id, const uint8_t sha[CR
 /* 1 when a file event with this path and SHA-256 exists, 0 when not, < 0 on error. */
 int cr_index_file_recorded(cr_index *idx, const char *path, size_t len,
                            const uint8_t sha[CR_SHA256_SIZE]);
+
+/*
+ * A reader: a read-only connection of its own, used by one thread at a
+ * time, for lookups off the writer's thread. It sees the index as last
+ * committed (never the writer's open transaction), renewing its view every
+ * few thousand statements. CR_ECORRUPT when the schema is not current.
+ */
+typedef struct cr_index_reader cr_index_reader;
+int cr_index_reader_open(cr_index_reader **out, const char *path);
+void cr_index_reader_free(cr_index_reader *r); /* NULL-safe */
+int cr_index_reader_cache_get(cr_index_reader *r, const cr_file_id *id,
+                              uint8_t out[CR_SHA256_SIZE]);
+int cr_index_reader_file_recorded(cr_index_reader *r, const char *path, size_t len,
+                                  const uint8_t sha[CR_SHA256_SIZE]);
 
 int cr_index_witness_add(cr_index *idx, uint64_t size, const uint8_t root[CR_HASH_SIZE],
                          const char *commit);

@@ -41,6 +41,7 @@
 #include "cleanroom/hash.h"
 #include "cleanroom/record.h"
 #include "cleanroom/version.h"
+#include "recorder/ckpt_worker.h"
 #include "recorder/classify.h"
 #include "recorder/wire.h"
 #include "util/buf.h"
@@ -232,6 +233,11 @@ typedef struct item {
 	int hashed;             /* IT_CHECKPOINT */
 	int rc;
 	uint8_t sha[32];
+	json_t *manifest;       /* IT_CHECKPOINT: tensor manifest, or NULL */
+	uint8_t manifest_sha[32];
+	json_t *delta;          /* IT_CHECKPOINT: delta from the checkpoint item base */
+	size_t base;            /* IT_CHECKPOINT: ckpt index the delta is from, or SIZE_MAX */
+	char manifest_error[256];
 	crw_file_id id;         /* IT_CHECKPOINT: at close */
 	crw_file_id read_id;    /* IT_CHECKPOINT: as hashed */
 } item;
@@ -281,6 +287,7 @@ typedef struct rec {
 	cr_record_result *res;
 	cr_classifier *cls;
 	cr_hash_pool *pool;
+	cr_ckpt_worker *ckw;    /* checkpoints: hash, tensor manifest, delta, in order */
 	char run[37];
 	int epfd, listen_fd, sig_fd, timer_fd;
 	char sockdir[64], sockpath[96];
@@ -623,10 +630,17 @@ static int queue_checkpoint(rec *r, const char *path, int fd, const crw_file_id 
 		return CR_ENOMEM;
 	}
 	r->n_ckpts++;
-	if ((rc = job_add(r, JOB_CHECKPOINT, 0, it, &tag)) != 0 ||
-	    (rc = cr_hash_pool_submit(r->pool, tag, path, fd)) != 0)
+	if ((rc = job_add(r, JOB_CHECKPOINT, r->n_ckpts - 1, it, &tag)) != 0) {
+		if (fd >= 0)
+			close(fd);
 		return rc;
-	return 0;
+	}
+	if (fd < 0 && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
+		it->hashed = 1;
+		it->rc = cr_error_set_errno(CR_EIO, errno, "open %s", path);
+		return 0;
+	}
+	return cr_ckpt_worker_submit(r->ckw, tag, path, fd);
 }
 
 /* A readable descriptor for the inode behind a passed descriptor. */
@@ -1089,6 +1103,17 @@ static int append_item(rec *r, item *it)
 	case IT_CHECKPOINT:
 		if (it->rc == 0) {
 			cr_event_set_hex(it->ev, "sha256", it->sha, 32);
+			if (it->manifest) {
+				json_object_set(it->ev, "tensors", it->manifest);
+				cr_event_set_hex(it->ev, "tensors_sha256", it->manifest_sha, 32);
+			} else if (it->manifest_error[0]) {
+				cr_event_set_str(it->ev, "tensors_error", it->manifest_error);
+			}
+			if (it->delta && it->base != SIZE_MAX && r->ckpts[it->base].leaf != NO_LEAF) {
+				json_object_set_new(it->delta, "previous",
+				                    json_integer((json_int_t)r->ckpts[it->base].leaf));
+				json_object_set(it->ev, "delta", it->delta);
+			}
 			cr_event_set_int(it->ev, "size", (int64_t)it->read_id.size);
 			/* Written again after it was closed: what we hashed is not what was closed. */
 			if (it->id.ino && !same_id(&it->id, &(cr_file_id){it->read_id.dev, it->read_id.ino,
@@ -1122,6 +1147,8 @@ static int append_item(rec *r, item *it)
 static void item_free(item *it)
 {
 	json_decref(it->ev);
+	json_decref(it->manifest);
+	json_decref(it->delta);
 	free(it);
 }
 
@@ -1141,6 +1168,32 @@ static int drain_pipeline(rec *r)
 			return rc;
 	}
 	return 0;
+}
+
+static void collect_checkpoints(rec *r)
+{
+	cr_ckpt_result res[8];
+	size_t n;
+
+	while ((n = cr_ckpt_worker_collect(r->ckw, res, 8)) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			item *it = r->jobs[res[i].tag].it;
+
+			it->hashed = 1;
+			it->rc = res[i].rc;
+			memcpy(it->sha, res[i].sha256, 32);
+			it->read_id.dev = res[i].id.dev;
+			it->read_id.ino = res[i].id.ino;
+			it->read_id.size = res[i].id.size;
+			it->read_id.mtime_ns = res[i].id.mtime_ns;
+			it->read_id.ctime_ns = res[i].id.ctime_ns;
+			it->manifest = res[i].manifest;
+			memcpy(it->manifest_sha, res[i].manifest_sha256, 32);
+			it->delta = res[i].delta;
+			it->base = res[i].delta ? r->jobs[res[i].base_tag].index : SIZE_MAX;
+			snprintf(it->manifest_error, sizeof(it->manifest_error), "%s", res[i].manifest_error);
+		}
+	}
 }
 
 static void collect_hashes(rec *r)
@@ -1165,7 +1218,7 @@ static void collect_hashes(rec *r)
 					v->changed = 1;
 					r->res->changed++;
 				}
-			} else if (j->kind == JOB_ENV) {
+			} else if (j->kind == JOB_ENV) { /* checkpoints go to the checkpoint worker */
 				env_file *e = &r->envs[j->index];
 
 				e->hashed = 1;
@@ -1174,17 +1227,6 @@ static void collect_hashes(rec *r)
 				memcpy(e->sha, res[i].sha256, 32);
 				if (ok && !cr_file_id_racy(&res[i].id))
 					cr_store_cache_put(r->store, &res[i].id, res[i].sha256);
-			} else {
-				item *it = j->it;
-
-				it->hashed = 1;
-				it->rc = res[i].rc;
-				memcpy(it->sha, res[i].sha256, 32);
-				it->read_id.dev = res[i].id.dev;
-				it->read_id.ino = res[i].id.ino;
-				it->read_id.size = res[i].id.size;
-				it->read_id.mtime_ns = res[i].id.mtime_ns;
-				it->read_id.ctime_ns = res[i].id.ctime_ns;
 			}
 		}
 	}
@@ -1608,6 +1650,8 @@ static int setup(rec *r)
 	epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->timer_fd, &ee);
 	ee.data.ptr = r->pool;
 	epoll_ctl(r->epfd, EPOLL_CTL_ADD, cr_hash_pool_eventfd(r->pool), &ee);
+	ee.data.ptr = r->ckw;
+	epoll_ctl(r->epfd, EPOLL_CTL_ADD, cr_ckpt_worker_eventfd(r->ckw), &ee);
 	return 0;
 }
 
@@ -1624,6 +1668,7 @@ static void teardown(rec *r)
 	}
 	free(r->stage);
 	cr_hash_pool_free(r->pool);
+	cr_ckpt_worker_free(r->ckw);
 	while (r->head) {
 		item *it = r->head;
 
@@ -1718,7 +1763,8 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 	if ((rc = cr_uuid7(r.run)) != 0 ||
 	    (rc = cr_classifier_new(&r.cls, opts->data_roots, opts->n_data_roots,
 	                            opts->checkpoint_globs, opts->n_checkpoint_globs)) != 0 ||
-	    (rc = cr_hash_pool_new(&r.pool, opts->hash_threads ? opts->hash_threads : record_threads())) != 0)
+	    (rc = cr_hash_pool_new(&r.pool, opts->hash_threads ? opts->hash_threads : record_threads())) != 0 ||
+	    (rc = cr_ckpt_worker_new(&r.ckw, cr_store_path(store), !opts->no_delta)) != 0)
 		goto done;
 	snprintf(out->run_id, sizeof(out->run_id), "%s", r.run);
 	if ((rc = setup(&r)) != 0)
@@ -1792,12 +1838,15 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 					reap(&r); /* in case a SIGCHLD was merged with another */
 			} else if (p == r.pool) {
 				collect_hashes(&r);
+			} else if (p == r.ckw) {
+				collect_checkpoints(&r);
 			} else {
 				conn_readable(&r, p);
 			}
 		}
 		process_staged(&r, 0);
 		collect_hashes(&r);
+		collect_checkpoints(&r);
 		drain_pipeline(&r);
 		t = now_ns(CLOCK_MONOTONIC);
 		if (!r.failed && t - r.last_flush_ns >= FLUSH_NS && cr_store_pending(store)) {
@@ -1825,9 +1874,10 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 	}
 	while (r.head && !r.failed) {
 		collect_hashes(&r);
+		collect_checkpoints(&r);
 		drain_pipeline(&r);
 		if (r.head && !item_ready(&r, r.head)) {
-			if (!cr_hash_pool_busy(r.pool)) {
+			if (!cr_hash_pool_busy(r.pool) && !cr_ckpt_worker_busy(r.ckw)) {
 				cr_error_set(CR_ERROR, "internal: an event waits for a hash nobody computes");
 				set_fail(&r, CR_ERROR);
 				break;
@@ -1835,11 +1885,13 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 			usleep(1000);
 		}
 	}
-	while (cr_hash_pool_busy(r.pool)) {
+	while (cr_hash_pool_busy(r.pool) || cr_ckpt_worker_busy(r.ckw)) {
 		collect_hashes(&r);
+		collect_checkpoints(&r);
 		usleep(1000);
 	}
 	collect_hashes(&r);
+	collect_checkpoints(&r);
 	if (!r.failed)
 		environment_event(&r);
 	if (!r.failed)

@@ -40,6 +40,7 @@ struct cr_store {
 	cr_buf segment;            /* pending leaves, each + "\n" */
 	uint64_t pending;
 	int in_txn;
+	char notice[256];          /* for the user, from the open; "" when none */
 };
 
 static char *join(const char *dir, const char *name)
@@ -77,7 +78,8 @@ int cr_store_init(const char *path)
 		goto done;
 	}
 	close(fd);
-	if ((rc = cr_log_init(git_dir)) != 0 || (rc = cr_index_open(&idx, index_path)) != 0)
+	if ((rc = cr_log_init(git_dir)) != 0 ||
+	    (rc = cr_index_open(&idx, index_path, CR_INDEX_MIGRATE, NULL)) != 0)
 		goto done;
 done:
 	cr_index_free(idx);
@@ -109,6 +111,9 @@ static int take_lock(cr_store *s)
 		other[n > 0 ? n : 0] = '\0';
 		other[strcspn(other, "\n")] = '\0';
 		free(lock);
+		/* lock_fd >= 0 means "locked" from here on. */
+		close(s->lock_fd);
+		s->lock_fd = -1;
 		return cr_error_set(CR_ELOCKED, "store %s is being written by another cleanroom process%s%s%s",
 		                    s->path, other[0] ? " (pid " : "", other, other[0] ? ")" : "");
 	}
@@ -275,12 +280,59 @@ static int reconcile(cr_store *s)
 	                    s->head.commit[0] ? s->head.commit : "none");
 }
 
+/*
+ * Open the index. One of an older schema is migrated (under the writer
+ * lock, which a reader takes for this) and *old_version says so: the
+ * caller then indexes the whole log again.
+ */
+static int open_index(cr_store *s, const char *index_path, int *old_version)
+{
+	int rc;
+
+	rc = cr_index_open(&s->index, index_path, s->lock_fd >= 0 ? CR_INDEX_MIGRATE : 0,
+	                   old_version);
+	if (rc != CR_ECORRUPT || *old_version == 0)
+		return rc;
+	cr_error_clear();
+	if ((rc = take_lock(s)) != 0)
+		return cr_error_set(rc, "index.sqlite has an older schema (version %d) and must be rebuilt "
+		                    "from the log, but: %s", *old_version, cr_error_last());
+	return cr_index_open(&s->index, index_path, CR_INDEX_MIGRATE, old_version);
+}
+
+/*
+ * Index the whole log into a just-migrated (empty) index, with the checks
+ * of a catch-up. A check (CR_STORE_RAW) goes on when the log breaks its
+ * rules: it says where, and the index holds every commit before that.
+ */
+static int reindex_migrated(cr_store *s, int old_version)
+{
+	cr_merkle_state tree;
+	char commit[41];
+	int rc;
+
+	cr_merkle_state_init(&tree);
+	rc = index_from_log(s, "", &tree);
+	if (rc == CR_ECORRUPT && (s->flags & CR_STORE_RAW)) {
+		cr_error_clear();
+		rc = 0;
+	}
+	if (rc)
+		return rc;
+	if ((rc = cr_index_state(s->index, &tree, commit)) != 0)
+		return rc;
+	snprintf(s->notice, sizeof(s->notice),
+	         "index.sqlite had schema version %d; rebuilt it from the log for this version of "
+	         "cleanroom (%" PRIu64 " events)", old_version, tree.size);
+	return 0;
+}
+
 int cr_store_open(cr_store **out, const char *path, unsigned flags)
 {
 	cr_store *s = NULL;
 	char *index_path = NULL;
 	struct stat st;
-	int rc = 0;
+	int rc = 0, old_version = 0;
 
 	*out = NULL;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
@@ -299,7 +351,7 @@ int cr_store_open(cr_store **out, const char *path, unsigned flags)
 	if ((flags & CR_STORE_WRITE) && (rc = take_lock(s)) != 0)
 		goto fail;
 	if ((rc = cr_log_open(&s->log, s->git_dir)) != 0 ||
-	    (rc = cr_index_open(&s->index, index_path)) != 0)
+	    (rc = open_index(s, index_path, &old_version)) != 0)
 		goto fail;
 	if ((rc = cr_log_head_read(s->log, &s->head)) != 0) {
 		/* A check must still run (and say what is wrong) on a damaged head. */
@@ -308,6 +360,8 @@ int cr_store_open(cr_store **out, const char *path, unsigned flags)
 		cr_error_clear();
 		rc = 0;
 	}
+	if (old_version && (rc = reindex_migrated(s, old_version)) != 0)
+		goto fail;
 	if (!(flags & CR_STORE_RAW) && (rc = reconcile(s)) != 0)
 		goto fail;
 	s->pending_tree = s->tree;
@@ -341,6 +395,11 @@ const char *cr_store_path(const cr_store *s)
 	return s->path;
 }
 
+const char *cr_store_notice(const cr_store *s)
+{
+	return s->notice[0] ? s->notice : NULL;
+}
+
 void cr_store_state_get(const cr_store *s, cr_store_state *out)
 {
 	out->size = s->tree.size;
@@ -363,7 +422,14 @@ static void discard_pending(cr_store *s)
 	cr_buf_clear(&s->segment);
 }
 
-int cr_store_append(cr_store *s, const json_t *ev, uint64_t *out_index)
+static int writer_txn(cr_store *s);
+
+/*
+ * Append ev, given as its leaf (NULL: encode it here) and the leaf's hash,
+ * to the pending segment and the index transaction.
+ */
+static int append(cr_store *s, const json_t *ev, const char *leaf, size_t len,
+                  const uint8_t leaf_hash[CR_HASH_SIZE], uint64_t *out_index)
 {
 	uint8_t hash[CR_HASH_SIZE];
 	size_t start = s->segment.len;
@@ -371,14 +437,19 @@ int cr_store_append(cr_store *s, const json_t *ev, uint64_t *out_index)
 
 	if (!(s->flags & CR_STORE_WRITE))
 		return cr_error_set(CR_EINVAL, "store %s is open read-only", s->path);
-	if (!s->in_txn) {
-		if ((rc = cr_index_begin(s->index)) != 0)
-			return rc;
-		s->in_txn = 1;
-	}
-	if ((rc = cr_event_encode(ev, &s->segment)) != 0)
+	if ((rc = writer_txn(s)) != 0)
 		return rc;
-	cr_merkle_leaf_hash(hash, s->segment.ptr + start, s->segment.len - start);
+	if (leaf) {
+		if ((rc = cr_buf_put(&s->segment, leaf, len)) != 0)
+			return rc;
+		memcpy(hash, leaf_hash, CR_HASH_SIZE);
+	} else {
+		if ((rc = cr_event_encode(ev, &s->segment)) != 0) {
+			s->segment.len = start; /* nothing of it stays */
+			return rc;
+		}
+		cr_merkle_leaf_hash(hash, s->segment.ptr + start, s->segment.len - start);
+	}
 	if ((rc = cr_buf_putc(&s->segment, '\n')) != 0 ||
 	    (rc = cr_index_add_event(s->index, s->pending_tree.size, ev, hash)) != 0 ||
 	    (rc = cr_merkle_state_append(&s->pending_tree, hash, cr_index_node_cb, s->index)) != 0 ||
@@ -393,6 +464,54 @@ int cr_store_append(cr_store *s, const json_t *ev, uint64_t *out_index)
 	if (s->segment.len >= CR_STORE_SEGMENT_BYTES || s->pending >= CR_STORE_SEGMENT_EVENTS)
 		return cr_store_flush(s);
 	return 0;
+}
+
+int cr_store_append(cr_store *s, const json_t *ev, uint64_t *out_index)
+{
+	return append(s, ev, NULL, 0, NULL, out_index);
+}
+
+int cr_store_prepare(cr_store_prepared *p, json_t *ev)
+{
+	cr_buf b = {p->leaf, 0, p->cap};
+	int rc;
+
+	cr_store_prepared_clear(p);
+	rc = cr_event_encode(ev, &b);
+	/* The buffer may have moved even when encoding failed. */
+	p->leaf = b.ptr;
+	p->cap = b.cap;
+	if (rc)
+		return rc;
+	p->len = b.len;
+	cr_merkle_leaf_hash(p->hash, p->leaf, p->len);
+	json_incref(ev);
+	p->ev = ev;
+	return 0;
+}
+
+void cr_store_prepared_clear(cr_store_prepared *p)
+{
+	json_decref(p->ev);
+	p->ev = NULL;
+	p->len = 0;
+}
+
+void cr_store_prepared_free(cr_store_prepared *p)
+{
+	if (!p)
+		return;
+	cr_store_prepared_clear(p);
+	free(p->leaf);
+	p->leaf = NULL;
+	p->cap = 0;
+}
+
+int cr_store_append_prepared(cr_store *s, const cr_store_prepared *p, uint64_t *out_index)
+{
+	if (!p->ev || !p->leaf)
+		return cr_error_set(CR_EINVAL, "append: the event was not prepared");
+	return append(s, p->ev, p->leaf, p->len, p->hash, out_index);
 }
 
 int cr_store_flush(cr_store *s)
@@ -440,8 +559,29 @@ int cr_store_flush(cr_store *s)
 	return 0;
 }
 
+/*
+ * A writer's lookups and cache entries ride in the pending segment's
+ * transaction, begun here when none is open: outside one, every statement
+ * is a transaction of its own, with the WAL's locking each time.
+ */
+static int writer_txn(cr_store *s)
+{
+	int rc;
+
+	if (s->in_txn || !(s->flags & CR_STORE_WRITE))
+		return 0;
+	if ((rc = cr_index_begin(s->index)) != 0)
+		return rc;
+	s->in_txn = 1;
+	return 0;
+}
+
 int cr_store_cache_get(cr_store *s, const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE])
 {
+	int rc;
+
+	if ((rc = writer_txn(s)) != 0)
+		return rc;
 	return cr_index_cache_get(s->index, id, sha);
 }
 
@@ -449,19 +589,63 @@ int cr_store_cache_put(cr_store *s, const cr_file_id *id, const uint8_t sha[CR_S
 {
 	int rc;
 
-	/* Cache entries ride in the pending segment's transaction. */
-	if (!s->in_txn && (s->flags & CR_STORE_WRITE)) {
-		if ((rc = cr_index_begin(s->index)) != 0)
-			return rc;
-		s->in_txn = 1;
-	}
+	if ((rc = writer_txn(s)) != 0)
+		return rc;
 	return cr_index_cache_put(s->index, id, sha);
 }
 
 int cr_store_file_recorded(cr_store *s, const char *path, size_t len,
                            const uint8_t sha[CR_SHA256_SIZE])
 {
+	int rc;
+
+	if ((rc = writer_txn(s)) != 0)
+		return rc;
 	return cr_index_file_recorded(s->index, path, len, sha);
+}
+
+struct cr_store_reader {
+	cr_index_reader *index;
+};
+
+int cr_store_reader_open(cr_store *s, cr_store_reader **out)
+{
+	cr_store_reader *r;
+	char *index_path;
+	int rc;
+
+	*out = NULL;
+	if ((r = calloc(1, sizeof(*r))) == NULL || (index_path = join(s->path, "index.sqlite")) == NULL) {
+		free(r);
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	}
+	rc = cr_index_reader_open(&r->index, index_path);
+	free(index_path);
+	if (rc) {
+		free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+void cr_store_reader_free(cr_store_reader *r)
+{
+	if (!r)
+		return;
+	cr_index_reader_free(r->index);
+	free(r);
+}
+
+int cr_store_reader_cache_get(cr_store_reader *r, const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE])
+{
+	return cr_index_reader_cache_get(r->index, id, sha);
+}
+
+int cr_store_reader_file_recorded(cr_store_reader *r, const char *path, size_t len,
+                                  const uint8_t sha[CR_SHA256_SIZE])
+{
+	return cr_index_reader_file_recorded(r->index, path, len, sha);
 }
 
 static int resolve_size(cr_store *s, uint64_t *size)

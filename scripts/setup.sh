@@ -7,7 +7,7 @@ set -eu
 PACKAGES="build-essential cmake pkg-config git sqlite3 zstd
 libsqlite3-dev libgit2-dev libssl-dev libarchive-dev libjansson-dev
 clang libclang-rt-14-dev
-python3 python3-numpy python3-torch python3-sklearn"
+python3 python3-numpy python3-torch python3-sklearn python3-onnx"
 
 missing=""
 for p in $PACKAGES; do

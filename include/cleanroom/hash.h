@@ -94,9 +94,36 @@ typedef struct cr_hash_result {
 	uint8_t sha256[CR_SHA256_SIZE];
 	cr_file_id id;                  /* identity as read */
 	char error[256];                /* message when rc < 0 */
+	int cached;                     /* the known hook gave sha256; the file was not read */
 } cr_hash_result;
 
 int cr_hash_pool_new(cr_hash_pool **out, unsigned threads);
+
+/*
+ * Work a pool's workers do around each job besides hashing, so that it
+ * runs beside the owner's thread instead of on it. The hooks are called on
+ * the worker threads, concurrently; worker (0 .. threads-1) tells which
+ * thread calls, for state kept per thread. Any member may be 0/NULL.
+ */
+typedef struct cr_hash_hooks {
+	/*
+	 * After the file is opened and identified (fstat), before it is read:
+	 * return 1 with sha filled when the content of this identity is known
+	 * (the file is then not read, and the result has cached set), 0 to hash
+	 * it, or a negative CR_E* code with a message to fail the job.
+	 */
+	int (*known)(void *ctx, unsigned worker, uint64_t tag, const char *path, const cr_file_id *id,
+	             uint8_t sha[CR_SHA256_SIZE]);
+	/* With every result, before the owner can collect it; path as submitted. */
+	void (*done)(void *ctx, unsigned worker, const char *path, cr_hash_result *result);
+	void *ctx;
+	int open_flags;   /* O_NOFOLLOW (the only one honoured): never follow a link at path */
+} cr_hash_hooks;
+
+/* cr_hash_pool_new() with hooks (copied; NULL: none). */
+int cr_hash_pool_new_with(cr_hash_pool **out, unsigned threads, const cr_hash_hooks *hooks);
+/* The number of worker threads running. */
+unsigned cr_hash_pool_threads(const cr_hash_pool *pool);
 /*
  * Queue a job. With fd >= 0 the pool hashes that descriptor (a regular
  * file opened for reading; hashed from offset 0) and closes it; path then
@@ -107,9 +134,16 @@ int cr_hash_pool_submit(cr_hash_pool *pool, uint64_t tag, const char *path, int 
 size_t cr_hash_pool_collect(cr_hash_pool *pool, cr_hash_result *out, size_t max);
 /* Jobs queued, running or finished but not collected. */
 size_t cr_hash_pool_busy(cr_hash_pool *pool);
-/* Readable when results may be waiting. */
+/*
+ * Readable when results may be waiting: it is signalled when results appear
+ * and re-armed by a collect that leaves some, so collect until it returns 0.
+ */
 int cr_hash_pool_eventfd(const cr_hash_pool *pool);
-/* Stop the workers (after the jobs in hand) and free the pool. NULL-safe. */
+/*
+ * Stop the workers and free the pool. NULL-safe. Jobs being hashed are
+ * finished, jobs not started are dropped (their descriptors closed), and
+ * results not collected are discarded.
+ */
 void cr_hash_pool_free(cr_hash_pool *pool);
 
 /* Online CPUs, at least 1. */

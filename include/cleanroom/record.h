@@ -24,6 +24,7 @@ typedef struct cr_record_options {
 	const char *preload;            /* absolute path of libcleanroom-preload.so */
 	unsigned hash_threads;          /* 0: all CPUs */
 	int quiet;                      /* no progress on stderr */
+	int no_delta;                   /* no weight deltas between checkpoints */
 } cr_record_options;
 
 typedef struct cr_record_result {

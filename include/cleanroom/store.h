@@ -55,6 +55,13 @@ int cr_store_open(cr_store **out, const char *path, unsigned flags);
 void cr_store_free(cr_store *store);
 
 const char *cr_store_path(const cr_store *store);
+
+/*
+ * What the open did on its own that the user should hear about (today: an
+ * index of an older schema rebuilt from the log), or NULL. Borrowed while
+ * store lives. Said once: the next open finds nothing to do.
+ */
+const char *cr_store_notice(const cr_store *store);
 void cr_store_state_get(const cr_store *store, cr_store_state *out);
 
 /*
@@ -69,13 +76,56 @@ int cr_store_flush(cr_store *store);
 /* Number of appended events not yet flushed. */
 uint64_t cr_store_pending(const cr_store *store);
 
-/* The hash cache (keyed by file identity). CR_ENOTFOUND on a miss. */
+/*
+ * The hash cache (keyed by file identity). CR_ENOTFOUND on a miss. In a
+ * store open for writing, these and cr_store_file_recorded() run inside the
+ * pending segment's index transaction (begun when none is open), which the
+ * next cr_store_flush() commits, with or without events.
+ */
 int cr_store_cache_get(cr_store *store, const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE]);
 int cr_store_cache_put(cr_store *store, const cr_file_id *id, const uint8_t sha[CR_SHA256_SIZE]);
 
 /* 1 when a file event with this path and SHA-256 is recorded, 0 when not, < 0 on error. */
 int cr_store_file_recorded(cr_store *store, const char *path, size_t len,
                            const uint8_t sha[CR_SHA256_SIZE]);
+
+/*
+ * A reader of the store's hash cache and recorded files for another thread
+ * (one reader per thread): a read-only view of the index as last committed
+ * (it never sees the writer's pending segment), so that lookups can run
+ * beside the writer. Both lookups answer as cr_store_cache_get() and
+ * cr_store_file_recorded() do. *out is the caller's: free it with
+ * cr_store_reader_free() before the store.
+ */
+typedef struct cr_store_reader cr_store_reader;
+int cr_store_reader_open(cr_store *store, cr_store_reader **out);
+void cr_store_reader_free(cr_store_reader *reader); /* NULL-safe */
+int cr_store_reader_cache_get(cr_store_reader *reader, const cr_file_id *id,
+                              uint8_t sha[CR_SHA256_SIZE]);
+int cr_store_reader_file_recorded(cr_store_reader *reader, const char *path, size_t len,
+                                  const uint8_t sha[CR_SHA256_SIZE]);
+
+/*
+ * An event encoded ahead of its append, on any thread: its canonical
+ * bytes and leaf hash, and a reference to the event. Start from
+ * CR_STORE_PREPARED_INIT; a prepared event is reused by preparing it again
+ * (its buffer is kept) and freed with cr_store_prepared_free().
+ */
+typedef struct cr_store_prepared {
+	json_t *ev;                     /* a reference; not to be changed once prepared */
+	char *leaf;                     /* canonical encoding (NUL-terminated) */
+	size_t len, cap;
+	uint8_t hash[CR_HASH_SIZE];     /* RFC 9162 leaf hash of leaf */
+} cr_store_prepared;
+#define CR_STORE_PREPARED_INIT {NULL, NULL, 0, 0, {0}}
+
+/* Encode ev and hash its leaf into p (thread-safe; no store needed). */
+int cr_store_prepare(cr_store_prepared *p, json_t *ev);
+/* Drop the event (the buffer is kept for the next prepare). */
+void cr_store_prepared_clear(cr_store_prepared *p);
+void cr_store_prepared_free(cr_store_prepared *p);
+/* cr_store_append() of a prepared event, without encoding it again. */
+int cr_store_append_prepared(cr_store *store, const cr_store_prepared *p, uint64_t *out_index);
 
 /* Proofs against the committed log; size 0 means the current size. */
 int cr_store_leaf_hash(cr_store *store, uint64_t index, uint8_t out[CR_HASH_SIZE]);

@@ -80,6 +80,7 @@ typedef struct cr_tensor_delta {
 	double old_l2;              /* ||old||_2; rel = l2 / old_l2 (0 when old_l2 == 0) */
 	int nonfinite;              /* a NaN or infinity met in either tensor */
 	uint8_t old_sha256[CR_SHA256_SIZE];
+	uint8_t new_sha256[CR_SHA256_SIZE];
 } cr_tensor_delta;
 
 /*
@@ -109,23 +110,34 @@ typedef struct cr_manifest_opts {
 	const char *format;         /* force a format ("safetensors", ...), or NULL to detect */
 } cr_manifest_opts;
 
+/* Options with nothing asked: no file hash, no delta, no base (base_out_fd -1). */
+#define CR_MANIFEST_OPTS_INIT {NULL, 0, NULL, -1, NULL}
+
 /* The result of a delta computation against opts.prev. */
 typedef struct cr_delta {
 	size_t n_added, n_removed, n_changed, n_unchanged;
 	char **added;               /* names (borrowed from the new manifest) */
 	char **removed;             /* names (borrowed from the previous manifest) */
 	cr_tensor_delta *changed;   /* n_changed entries, in the new manifest's order */
-	double l2;                  /* over all numeric changed tensors */
-	double old_l2;
+	double l2;                  /* ||new - old||_2 over every tensor compared numerically */
+	double old_l2;              /* ||old||_2 over the same tensors (changed or not) */
 } cr_delta;
 
 /*
  * Read the checkpoint open at fd (read from offset 0 with pread; fd's
- * position is not used) and fill *out (free with cr_manifest_free). When
- * opts->prev is set, *delta_out (may be NULL otherwise) receives the delta
- * (free with cr_delta_free). When opts->base_out_fd >= 0, *base_offsets_out
- * receives a malloc'd array of m->n offsets (UINT64_MAX for tensors not
- * kept) for a later cr_delta_base.
+ * position is not used) and fill *out (free with cr_manifest_free). opts may
+ * be NULL (CR_MANIFEST_OPTS_INIT); a zeroed struct means base_out_fd 0, so
+ * start from the macro. When opts->prev is set, *delta_out (may be NULL
+ * otherwise) receives the delta (free with cr_delta_free before either
+ * manifest: it borrows their names). When opts->base_out_fd >= 0,
+ * *base_offsets_out receives a malloc'd array of m->n offsets (UINT64_MAX
+ * for tensors not kept: all but F64/F32/F16/BF16) for a later cr_delta_base.
+ *
+ * Errors: CR_EINVAL (with the file's name and what is wrong) for a malformed
+ * file of a recognised format or a file that is not regular; CR_EIO for read
+ * errors and a file that changed while it was read; CR_ENOMEM. A file of no
+ * recognised format is not an error: format "file", one tensor "(file)"
+ * covering every byte, and a note saying why.
  */
 int cr_manifest_read(int fd, const cr_manifest_opts *opts, cr_manifest **out,
                      cr_delta **delta_out, uint64_t **base_offsets_out);
@@ -139,19 +151,22 @@ int cr_delta_files(int old_fd, const char *old_name, int new_fd, const char *new
 
 /*
  * The manifest as JSON (docs/formats/tensors.md):
- * {"format":F,"tensors":[{"dtype","length","name","offset","sha256","shape"[,"member"]}...]
- *  [,"note":N]}; *out is the caller's. Its canonical encoding is what
- * m->digest covers. cr_manifest_from_json parses it back (for replay of a
- * recorded manifest), checking every field.
+ * {"format":F,[,"note":N],"size":BYTES,"tensors":[{"dtype","length"[,"member"],"name",
+ *  "offset","sha256","shape"}...],"type":"tensor_manifest","v":1}; *out is the
+ * caller's. Its canonical encoding (cr_event_encode) is what m->digest covers.
+ * cr_manifest_from_json parses it back (for replay of a recorded manifest),
+ * checking every field, and recomputes the digest; the file hash is not part
+ * of the JSON (have_file_sha256 is 0 in the result).
  */
 int cr_manifest_json(const cr_manifest *m, json_t **out);
 int cr_manifest_from_json(const json_t *j, cr_manifest **out);
 
 /*
  * The delta as JSON: {"added":[..],"changed":[{"l2":"..","max_abs":"..","name",
- * "new":hex,"old":hex,"rel":".."}..],"l2":"..","rel":"..","removed":[..],
- * "unchanged":N}. Real numbers are decimal strings ("%.9e") since events
- * hold integers only.
+ * "new":hex,"old":hex,"rel":".."[,"nonfinite":true]}..],"l2":"..","rel":"..",
+ * "removed":[..],"unchanged":N}. l2/max_abs/rel of a changed tensor are present
+ * only when it was compared numerically. Real numbers are decimal strings
+ * ("%.9e") since events hold integers only.
  */
 int cr_delta_json(const cr_delta *d, json_t **out);
 

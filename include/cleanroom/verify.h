@@ -22,7 +22,7 @@ typedef struct cr_verify_options {
 	const char *bundle;
 	const char *public_pem;   /* --key: the trusted public key (PEM file); NULL: the bundle's own */
 	const char *root_hex;     /* --root: the anchored root */
-	const char *previous;     /* --previous: an older bundle of the same log */
+	const char *previous;     /* --previous: an older bundle of the same log (read first) */
 	const char *data_dir;     /* --data */
 	const char *checkpoints_dir; /* --checkpoints */
 } cr_verify_options;
@@ -42,8 +42,15 @@ typedef struct cr_verify_summary {
 
 /*
  * Verify. Returns 0 when every check passed, CR_EVERIFY when one failed
- * (all reported through fn), other codes when the bundle cannot be read at
- * all (unreadable file, not an archive).
+ * (all reported through fn; a hostile or damaged archive is the failed
+ * "archive" check). Other codes, with nothing reported, when nothing could
+ * be checked: the bundle or opts->previous cannot be read as an archive at
+ * all (missing, not a tar or gzip/zstd tar, its first member unreadable:
+ * CR_EIO or CR_EARCHIVE); opts->public_pem is not an Ed25519 public key
+ * (the codes of cr_key_load_public); a data or checkpoints folder is not a
+ * folder (CR_ENOTFOUND, CR_EIO, CR_EINVAL); root_hex is not 64 hex digits
+ * (CR_EINVAL); memory or temporary files ran out (CR_ENOMEM, CR_EIO).
+ * Memory use does not grow with the number of events.
  */
 int cr_verify_bundle(const cr_verify_options *opts, cr_verify_fn fn, void *ctx,
                      cr_verify_summary *out);

@@ -13,8 +13,16 @@
  *     order without gaps; ranges of different tensors may overlap or be equal
  *     (shared storages, tied weights).
  * For a plain file layout (tensors at file offsets) cr_tpass_stream_fd does
- * both in one sequential read. cr_tpass_end checks every tensor got all of
- * its bytes and finishes the manifest.
+ * both in one sequential read. When the reader's read() returns 0 the engine
+ * finishes the pass (cr_tpass_end: a reader may call it itself, it runs
+ * once): every tensor must have got all of its bytes and every byte of the
+ * file must have been handed over, else the manifest is refused.
+ *
+ * Tensor names must be unique within a manifest (cr_tpass_begin refuses
+ * duplicates), valid UTF-8 and free of NUL; dimensions at most 2^53 - 1;
+ * offset + length at most 2^53 - 1 and, for member NULL, within the file.
+ * Bytes fed before cr_tpass_begin are refused; bytes of a tensor that has
+ * them already are ignored; a gap is an error.
  *
  * Readers never trust the input: every length, offset, count and dimension
  * is checked before use, and an error names the file (pass->name) and what
@@ -56,7 +64,10 @@ int cr_tpass_feed(cr_tpass *p, const char *member, uint64_t pos, const void *dat
 /* Read the file from offset 0 to its end through both of the above. */
 int cr_tpass_stream_fd(cr_tpass *p, int fd);
 
-/* A note for the manifest (e.g. "external data file weights.bin"). */
+/* Finish the pass (see above); idempotent. */
+int cr_tpass_end(cr_tpass *p);
+
+/* A note for the manifest (e.g. "external data file weights.bin"); appended with "; ". */
 int cr_tpass_note(cr_tpass *p, const char *fmt, ...)
 #if defined(__GNUC__)
 	__attribute__((format(printf, 2, 3)))
@@ -74,6 +85,13 @@ typedef struct cr_tensor_reader {
 	/* Parse fd (size cr_tpass_size(p)), declare tensors, begin, hand over all bytes. */
 	int (*read)(cr_tpass *p, int fd);
 } cr_tensor_reader;
+
+/*
+ * cr_manifest_read with a given reader instead of detection (NULL: detect).
+ * For tests and callers that know the format; same contract otherwise.
+ */
+int cr_manifest_read_with(int fd, const cr_manifest_opts *opts, const cr_tensor_reader *reader,
+                          cr_manifest **out, cr_delta **delta_out, uint64_t **base_offsets_out);
 
 extern const cr_tensor_reader cr_reader_safetensors;
 extern const cr_tensor_reader cr_reader_pytorch;

@@ -2,9 +2,10 @@
 """cleanroom bundle and cleanroom verify, end to end (docs/formats/bundle.md).
 
 One real store is built once: files added, a key made, a bundle written at
-that size (the "old" bundle), a training run recorded (`cleanroom record`:
-it reads data files and writes a checkpoint x.pt), one more file added, and
-the bundle written again (zstd and gzip). Then:
+that size (the "old" bundle, whose seal the store keeps), a training run
+recorded (`cleanroom record`: it reads data files and writes a checkpoint
+x.pt), one more file added, and the bundle written again (zstd and gzip,
+and with --prove-inputs). Then:
 
 - the bundle verifies (exit 0, every check ok) and is byte-identical when
   written twice; its members, order, modes, owners and times are as
@@ -13,20 +14,28 @@ the bundle written again (zstd and gzip). Then:
 - every member is tampered with (a byte flipped, truncated, deleted,
   duplicated), both naively and as a forger who also rewrites the unsigned
   manifest; events are dropped, reordered, inserted, edited and appended; a
-  seal, a key.pub and an attestation of another key; --previous with another
-  log and with a rewritten one; --root and --data/--checkpoints with wrong
-  values: each fails with exit 1 and the right check named in --json;
+  seal, a key.pub and an attestation of another key; inclusion proofs
+  dropped, repeated, reordered, for the wrong event or tree; consistency
+  proofs with a flipped hash, from a seal of another key or log, with a
+  size or root that is not their seal's, out of order; anchor.json naming
+  another seal; --previous with another log and with a rewritten one;
+  --root and --data/--checkpoints with wrong values: each fails with exit 1
+  and the right check and reason named in --json;
+- anchor.json with its "published" block filled in still verifies (it is
+  not in the manifest), --root against its root too;
 - hostile archives (.., absolute names, links, devices, fifos, folders, over
   sized members, duplicates, unknown members, decompression bombs, too many
   members, truncated, random and empty files) are refused without a crash,
   with a clear message, writing nothing anywhere (traced with strace when it
   is installed).
 
-Exit status for a bad bundle: 1 whenever the file is a gzip or zstd tar
-(or plain tar) that libarchive can start reading -- a hostile or damaged
-archive is a failed "archive" check, reported in --json like any other; 3
-only when it cannot be read at all: missing, empty, random bytes, or
-truncated/corrupt before the first member can be read.
+Exit status (docs/formats/bundle.md, "Refusals and exit status"): 1 once
+the first member's header of a gzip, zstd or plain tar could be read -- a
+hostile or damaged archive is then a failed "archive" check, reported in
+--json like any other; 3 when nothing can be checked: the bundle or
+--previous is missing or not such an archive at all, --key is not an Ed25519
+public key, --data or --checkpoints is not a folder; 2 for bad usage
+(--root not 64 hex digits among them).
 
 Run standalone: /usr/bin/python3 tests/integration/test_bundle.py
 (CLEANROOM=path/to/cleanroom to test another binary).
@@ -47,7 +56,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import crtest  # noqa: E402
-from crtest import (BUNDLE_ORDER, EXIT_ENV, EXIT_OK, EXIT_VERIFY, Store, bundle_dict,  # noqa: E402
+from crtest import (BUNDLE_ORDER, EXIT_ENV, EXIT_OK, EXIT_USAGE, EXIT_VERIFY, Store, bundle_dict,  # noqa: E402
                     bundle_tar_bytes, canonical, cleanroom, compress, fix_manifest, leaf_hash,
                     mth, read_bundle, run, tar_bytes, verify_inclusion, write_bundle)
 
@@ -101,10 +110,15 @@ class World:
         self.status = self.s.status()
         self.zst = os.path.join(root, "bundle.tar.zst")
         self.gz = os.path.join(root, "bundle.tar.gz")
+        self.pi = os.path.join(root, "bundle-pi.tar.zst")
         self.bundle(self.zst)
         self.bundle(self.gz, "--gzip")
+        self.bundle(self.pi, "--prove-inputs")
         self.members = [(m.name, d) for m, d in read_bundle(self.zst)]
         self.m = dict(self.members)
+        self.pi_members = [(m.name, d) for m, d in read_bundle(self.pi)]
+        with open(os.path.join(self.s.path, "seals", "%016d.note" % self.old_size), "rb") as f:
+            self.old_seal = f.read()
         with open(os.path.join(self.s.path, "origin")) as f:
             self.origin = f.read().strip()
         # A second key, in a folder of its own.
@@ -150,6 +164,11 @@ def flip(data):
 
 def truncate(data):
     return data[:len(data) // 2]
+
+
+def read_bundle_pairs(path):
+    """[(name, bytes)] of a bundle, in archive order."""
+    return [(m.name, d) for m, d in read_bundle(path)]
 
 
 def lines_of(events):
@@ -217,7 +236,7 @@ class BundleTest(crtest.TestCase):
         cwd = tempfile.mkdtemp(dir=self.tmp, prefix="cwd-")
         r = run(argv, cwd=cwd, timeout=300)
         self.assertNotRegex(r.err, SANITIZER, r)
-        self.assertIn(r.rc, (EXIT_OK, EXIT_VERIFY, EXIT_ENV), r)
+        self.assertIn(r.rc, (EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_ENV), r)
         self.assertEqual(os.listdir(cwd), [], "verify wrote into its folder")
         if rc is not None:
             self.assertEqual(r.rc, rc, r)
@@ -227,7 +246,7 @@ class BundleTest(crtest.TestCase):
             self.assertEqual(j["ok"], r.rc == EXIT_OK, r)
             self.assertEqual(j["failures"], sum(1 for c in j["checks"] if not c["ok"]), r)
             self.assertEqual(j["ok"], j["failures"] == 0, r)
-        elif r.rc == EXIT_ENV:
+        elif r.rc in (EXIT_ENV, EXIT_USAGE):
             self.assertEqual(r.out, "", r)
             self.assertTrue(r.err.startswith("cleanroom verify: ") and len(r.err) > 20, r)
         return r, j
@@ -274,8 +293,17 @@ class BundleTest(crtest.TestCase):
         self.assertIn("not independently trusted", self.ok_detail(j, "seal"))
         # Text output: one line per check and a summary.
         r, _ = self.verify(W.zst, json_out=False, rc=EXIT_OK)
-        self.assertRegex(r.out, r"VERIFIED: 6 checks, 0 failed; %d events, root %s\n$" %
+        self.assertRegex(r.out, r"VERIFIED: 7 checks, 0 failed; %d events, root %s\n$" %
                          (W.status["tree_size"], W.status["root"]))
+        self.assertIn("ok   proofs       proofs/checkpoints.jsonl: 1 inclusion proofs verify against the "
+                      "sealed root, one for every checkpoint event\n", r.out)
+        self.assertIn("ok   proofs       proofs/consistency.jsonl: 1 earlier seals (sizes %d to %d), signed "
+                      "by cleanroom, are prefixes of the sealed tree\n" % (W.old_size, W.old_size), r.out)
+        # With --prove-inputs: a proof for every input too.
+        r, j = self.verify(W.pi, rc=EXIT_OK)
+        n_inputs = [json.loads(x)["type"] for x in lines_of(W.m["events.jsonl"])].count("input")
+        self.assertIn("proofs/inputs.jsonl: %d inclusion proofs verify against the sealed root, one for every "
+                      "input event" % n_inputs, [c["detail"] for c in j["checks"]])
         # Every option at once, all right.
         r, j = self.verify(W.zst, "--data", W.data, "--checkpoints", W.ckpt, "--root",
                            W.status["root"], "--previous", W.old, rc=EXIT_OK)
@@ -322,7 +350,8 @@ class BundleTest(crtest.TestCase):
         self.assertEqual(names, expected)
         self.assertEqual(names, ["VERSION", "manifest.json", "seal.note", "key.pub", "key.vkey",
                                  "anchor.json", "attestation.dsse.json", "proofs/checkpoints.jsonl",
-                                 "events.jsonl"])
+                                 "proofs/consistency.jsonl", "events.jsonl"])
+        self.assertEqual([n for n, _ in W.pi_members], BUNDLE_ORDER)
         for m in infos:
             self.assertTrue(m.isreg(), m.name)
             self.assertEqual((m.mode, m.uid, m.gid, m.uname, m.gname, m.mtime),
@@ -331,13 +360,15 @@ class BundleTest(crtest.TestCase):
         self.assertEqual(tar[257:263], b"ustar\0")
         m = W.m
         self.assertEqual(m["VERSION"], b"cleanroom-bundle 1\n")
-        # The manifest: canonical, every member but itself and the attestation, in order.
+        # The manifest: canonical, every member but itself, the attestation and
+        # anchor.json, in order.
         man = json.loads(m["manifest.json"])
         self.assertEqual(canonical(man), m["manifest.json"])
         self.assertEqual(man["format"], "cleanroom-bundle")
         self.assertEqual(man["version"], 1)
         self.assertEqual([e["name"] for e in man["members"]],
-                         [n for n in names if n not in ("manifest.json", "attestation.dsse.json")])
+                         [n for n in names if n not in ("manifest.json", "attestation.dsse.json",
+                                                        "anchor.json")])
         for e in man["members"]:
             self.assertEqual(e["size"], len(m[e["name"]]), e)
             self.assertEqual(e["sha256"], hashlib.sha256(m[e["name"]]).hexdigest(), e)
@@ -382,6 +413,20 @@ class BundleTest(crtest.TestCase):
             self.assertEqual(p["leaf_hash"], hashes[p["index"]].hex())
             self.assertTrue(verify_inclusion(hashes[p["index"]], p["index"], len(leaves),
                                              [bytes.fromhex(h) for h in p["audit_path"]], root))
+        # One consistency proof from the earlier seal, which the line carries as the store keeps it.
+        cons = [json.loads(x) for x in lines_of(m["proofs/consistency.jsonl"])]
+        self.assertEqual(len(cons), 1)
+        c = cons[0]
+        self.assertEqual(canonical(c), lines_of(m["proofs/consistency.jsonl"])[0])
+        self.assertEqual(sorted(c), ["new_size", "old_root", "old_size", "proof", "seal"])
+        self.assertEqual(c["seal"].encode(), W.old_seal)
+        self.assertEqual((c["old_size"], c["new_size"]), (W.old_size, len(leaves)))
+        self.assertEqual(c["old_root"], mth(hashes[:W.old_size]).hex())
+        self.assertEqual(c["proof"], [h.hex() for h in crtest.consistency_proof(hashes, W.old_size, len(leaves))])
+        self.assertTrue(crtest.verify_consistency(W.old_size, len(leaves), mth(hashes[:W.old_size]), root,
+                                                  [bytes.fromhex(h) for h in c["proof"]]))
+        self.assertEqual(c["seal"].split("\n")[:3],
+                         [W.origin, str(W.old_size), base64.b64encode(mth(hashes[:W.old_size])).decode()])
         # The attestation: a DSSE envelope of an in-toto statement naming the checkpoint.
         env = json.loads(m["attestation.dsse.json"])
         self.assertEqual(env["payloadType"], "application/vnd.in-toto+json")
@@ -393,55 +438,122 @@ class BundleTest(crtest.TestCase):
 
     # ------------------------------------------------------- tampering --
 
-    # Members tampered naively (the manifest left alone): what must fail.
+    # Each member of the bundle with every member (--prove-inputs), its byte
+    # flipped, truncated, deleted: (checks that must fail, a reason one of
+    # their details must match). The manifest is left alone in NAIVE and
+    # rewritten to match in FORGED (what a forger would do: it is not signed),
+    # where the signed and recomputed checks must catch it on their own.
+    # anchor.json is not in the manifest: its fields are rebuilt from the seal.
+    NOT_LISTED = r"^%s: size or SHA-256 differs from the manifest$"
+    GONE = r"^%s: listed in the manifest, missing from the bundle$"
+    REQUIRED = r"^%s: missing \(every bundle holds it\)$"
+    SEAL_BAD = r"^seal\.note: "
     NAIVE = {
-        "VERSION": ({"manifest"}, {"manifest"}, {"manifest"}),
-        "manifest.json": ({"manifest"}, {"manifest"}, {"manifest"}),
-        "seal.note": ({"seal", "manifest"}, {"seal", "manifest"}, {"seal", "manifest"}),
-        "key.pub": ({"seal", "manifest"}, {"seal", "manifest"}, {"manifest"}),
-        "key.vkey": ({"seal", "manifest"}, {"seal", "manifest"}, {"manifest"}),
-        "anchor.json": ({"anchor", "manifest"}, {"anchor", "manifest"}, {"anchor", "manifest"}),
-        "attestation.dsse.json": ({"attestation"}, {"attestation"}, {"attestation", "manifest"}),
-        "proofs/checkpoints.jsonl": ({"proofs", "manifest"}, {"proofs", "manifest"}, {"manifest"}),
-        "events.jsonl": ({"events", "manifest"}, {"events", "manifest"}, {"events", "manifest"}),
+        "VERSION": (({"manifest"}, r'^VERSION is missing or not "cleanroom-bundle 1"$'),
+                    ({"manifest"}, NOT_LISTED), ({"manifest"}, GONE)),
+        "manifest.json": (({"manifest"}, r"^manifest\.json is missing or malformed$"),
+                          ({"manifest"}, r"^manifest\.json is missing or malformed$"),
+                          ({"manifest"}, r"^manifest\.json is missing or malformed$")),
+        "seal.note": (({"seal", "manifest", "events"}, SEAL_BAD), ({"seal", "manifest"}, SEAL_BAD),
+                      ({"seal", "manifest"}, r"^seal\.note is missing$")),
+        "key.pub": (({"seal", "manifest"}, r"^key\.pub is not the key "),
+                    ({"seal", "manifest"}, r"^key\.pub is not the key "), ({"manifest"}, GONE)),
+        "key.vkey": (({"seal", "manifest"}, r"^key\.vkey: "), ({"seal", "manifest"}, r"^key\.vkey: "),
+                     ({"manifest"}, GONE)),
+        "anchor.json": (({"anchor"}, r"^anchor\.json: "), ({"anchor"}, r"^anchor\.json is not JSON"),
+                        ({"anchor", "manifest"}, r"^anchor\.json is missing$")),
+        "attestation.dsse.json": (({"attestation"}, r"^attestation\.dsse\.json: DSSE envelope: .* does not verify"),
+                                  ({"attestation"}, r"^attestation\.dsse\.json: DSSE envelope is not JSON"),
+                                  ({"attestation", "manifest"}, r"^attestation\.dsse\.json is missing$")),
+        "proofs/checkpoints.jsonl": (({"proofs", "manifest"}, r"line 1: (malformed proof|the proof for event \d+ "
+                                                              r"does not verify)"),
+                                     ({"proofs", "manifest"}, r"^proofs/checkpoints\.jsonl: checkpoint event \d+ "
+                                                              r"has no inclusion proof$"),
+                                     ({"manifest"}, GONE)),
+        "proofs/inputs.jsonl": (({"proofs", "manifest"}, r"line \d+: (malformed proof|the proof for event \d+ does "
+                                                         r"not verify)"),
+                                ({"proofs", "manifest"}, r"^proofs/inputs\.jsonl: input event \d+ has no inclusion "
+                                                         r"proof$"),
+                                ({"manifest"}, GONE)),
+        "proofs/consistency.jsonl": (({"proofs", "manifest"}, r"line 1: the proof from the seal at size \d+ does "
+                                                              r"not verify against the sealed root$"),
+                                     ({"proofs", "manifest"}, r"line 1: malformed consistency proof$"),
+                                     ({"manifest"}, GONE)),
+        "events.jsonl": (({"events", "manifest"}, r"^the \d+ events give root [0-9a-f]{64}, the seal says "),
+                         ({"events", "manifest"}, r"^events\.jsonl does not end with a newline \(truncated\?\)$"),
+                         ({"events", "manifest"}, r"^events\.jsonl is missing$")),
     }
 
     def test_every_member_flipped_truncated_deleted_duplicated(self):
-        self.assertEqual(sorted(self.NAIVE), sorted(W.m))
-        for name, (on_flip, on_trunc, on_delete) in self.NAIVE.items():
-            for how, change, checks in (("flip", flip, on_flip), ("truncate", truncate, on_trunc),
-                                        ("delete", None, on_delete)):
+        self.assertEqual(sorted(self.NAIVE), sorted(BUNDLE_ORDER))
+        self.assertEqual(sorted(self.NAIVE), sorted(n for n, _ in W.pi_members))
+        for name, cases in self.NAIVE.items():
+            for how, change, (checks, detail) in zip(("flip", "truncate", "delete"), (flip, truncate, None), cases):
                 with self.subTest(member=name, how=how):
                     members = [(n, change(d) if change else d) if n == name else (n, d)
-                               for n, d in W.members if change or n != name]
-                    self.assertFails(self.write("t.tar.zst", members), checks)
+                               for n, d in W.pi_members if change or n != name]
+                    if "%s" in detail:
+                        detail = detail % re.escape(name)
+                    j = self.assertFails(self.write("t.tar.zst", members), checks, detail=detail)
+                    if "manifest" not in checks:
+                        self.assertNotIn("manifest", self.failed(j), j)
+                    elif name != "manifest.json":
+                        # ... and the manifest names the member.
+                        why = self.NOT_LISTED if how != "delete" else self.GONE if name not in (
+                            "anchor.json", "attestation.dsse.json") else self.REQUIRED
+                        self.assertTrue(any(re.search(why % re.escape(name), d) for d in self.details(j, "manifest")),
+                                        j)
             with self.subTest(member=name, how="duplicate"):
-                members = list(W.members)
+                members = list(W.pi_members)
                 i = [n for n, _ in members].index(name)
                 members.insert(i + 1, members[i])
                 self.assertFails(self.write("t.tar.zst", members), {"archive"},
                                  detail=r"^%s: appears twice$" % re.escape(name))
 
-    # The same as a forger who rewrites the (unsigned) manifest to match: the
-    # signed or recomputed checks must catch it on their own.
     FORGED = {
-        "VERSION": ({"manifest"}, {"manifest"}, {"manifest"}),
-        "seal.note": ({"seal"}, {"seal"}, {"seal"}),
-        "key.pub": ({"seal"}, {"seal"}, {"manifest"}),
-        "key.vkey": ({"seal"}, {"seal"}, {"manifest"}),
-        "anchor.json": ({"anchor"}, {"anchor"}, {"anchor"}),
-        "attestation.dsse.json": ({"attestation"}, {"attestation"}, {"attestation"}),
-        "proofs/checkpoints.jsonl": ({"proofs"}, {"proofs"}, {"manifest"}),
-        "events.jsonl": ({"events"}, {"events"}, {"events"}),
+        "VERSION": (({"manifest"}, r'^VERSION is missing or not "cleanroom-bundle 1"$'),
+                    ({"manifest"}, r'^VERSION is missing or not "cleanroom-bundle 1"$'), ({"manifest"}, REQUIRED)),
+        "seal.note": (({"seal"}, SEAL_BAD), ({"seal"}, SEAL_BAD), ({"seal"}, r"^seal\.note is missing$")),
+        "key.pub": (({"seal"}, r"^key\.pub is not the key "), ({"seal"}, r"^key\.pub is not the key "),
+                    ({"manifest"}, REQUIRED)),
+        "key.vkey": (({"seal"}, r"^key\.vkey: "), ({"seal"}, r"^key\.vkey: "), ({"manifest"}, REQUIRED)),
+        "anchor.json": (({"anchor"}, r"^anchor\.json: "), ({"anchor"}, r"^anchor\.json is not JSON"),
+                        ({"anchor", "manifest"}, r"^anchor\.json is missing$")),
+        "attestation.dsse.json": (({"attestation"}, r"^attestation\.dsse\.json: DSSE envelope: .* does not verify"),
+                                  ({"attestation"}, r"^attestation\.dsse\.json: DSSE envelope is not JSON"),
+                                  ({"attestation", "manifest"}, r"^attestation\.dsse\.json is missing$")),
+        "proofs/checkpoints.jsonl": (({"proofs"}, r"line 1: (malformed proof|the proof for event \d+ does not "
+                                                  r"verify)"),
+                                     ({"proofs"}, r"^proofs/checkpoints\.jsonl: checkpoint event \d+ has no "
+                                                  r"inclusion proof$"),
+                                     ({"manifest"}, REQUIRED)),
+        "proofs/inputs.jsonl": (({"proofs"}, r"line \d+: (malformed proof|the proof for event \d+ does not verify)"),
+                                ({"proofs"}, r"^proofs/inputs\.jsonl: input event \d+ has no inclusion proof$"),
+                                (set(), None)),
+        "proofs/consistency.jsonl": (({"proofs"}, r"line 1: the proof from the seal at size \d+ does not verify"),
+                                     ({"proofs"}, r"line 1: malformed consistency proof$"),
+                                     ({"manifest"}, REQUIRED)),
+        "events.jsonl": (({"events", "attestation"}, r"^the \d+ events give root [0-9a-f]{64}, the seal says "),
+                         ({"events", "attestation"}, r"^events\.jsonl does not end with a newline \(truncated\?\)$"),
+                         ({"events", "attestation", "manifest"}, r"^events\.jsonl is missing$")),
     }
 
     def test_every_member_forged_with_manifest(self):
-        for name, (on_flip, on_trunc, on_delete) in self.FORGED.items():
-            for how, data, checks in (("flip", flip(W.m[name]), on_flip),
-                                      ("truncate", truncate(W.m[name]), on_trunc),
-                                      ("delete", None, on_delete)):
+        self.assertEqual(sorted(self.FORGED), sorted(set(BUNDLE_ORDER) - {"manifest.json"}))
+        pm = dict(W.pi_members)
+        for name, cases in self.FORGED.items():
+            for how, data, (checks, detail) in zip(("flip", "truncate", "delete"),
+                                                  (flip(pm[name]), truncate(pm[name]), None), cases):
                 with self.subTest(member=name, how=how):
-                    j = self.assertFails(self.write("f.tar.zst", forged(W.members, name, data)), checks)
+                    bundle = self.write("f.tar.zst", forged(W.pi_members, name, data))
+                    if not checks:
+                        # proofs/inputs.jsonl is optional (--prove-inputs): without it the
+                        # bundle is the one written without the option, and verifies.
+                        self.verify(bundle, rc=EXIT_OK)
+                        continue
+                    if "%s" in detail:
+                        detail = detail % re.escape(name)
+                    j = self.assertFails(bundle, checks, detail=detail)
                     if how != "delete" and name != "VERSION":
                         self.assertNotIn("manifest", self.failed(j), j)
 
@@ -474,6 +586,42 @@ class BundleTest(crtest.TestCase):
                 self.assertNotIn("manifest", self.failed(j))
         j = self.assertFails(self.events_forged(lines + [canonical(new_input)]), {"events"},
                              detail=r"holds 1 events more than the %d the seal covers" % n)
+
+    def test_manifest_seal_and_event_reasons(self):
+        man = json.loads(W.m["manifest.json"])
+
+        def with_manifest(m, members=W.members):
+            return [(n, canonical(m) if n == "manifest.json" else d) for n, d in members]
+
+        bad = dict(man, members=man["members"] + [{"name": 7}])
+        self.assertFails(self.write("m.tar.zst", with_manifest(bad)), {"manifest"},
+                         detail=r"^manifest entry %d is malformed$" % len(man["members"]))
+        fewer = dict(man, members=[e for e in man["members"] if e["name"] != "key.vkey"])
+        self.assertFails(self.write("m.tar.zst", with_manifest(fewer)), {"manifest"},
+                         detail=r"^key\.vkey: in the bundle but not in the manifest$")
+        self.assertFails(self.write("m.tar.zst", with_manifest({"members": 1})), {"manifest"},
+                         detail=r"^manifest\.json is missing or malformed$")
+        # The seal: without --key, key.pub missing or no PEM key; key.vkey of another key.
+        nokey = self.write("k.tar.zst", forged(W.members, "key.pub", None))
+        self.assertFails(nokey, {"seal", "events"}, key=False,
+                         detail=r"^no --key given and key\.pub is missing from the bundle$")
+        self.assertFails(nokey, {"events"}, key=False, detail=r"^no valid seal to compare the events with$")
+        self.assertFails(self.write("k.tar.zst", forged(W.members, "key.pub", b"hello\n")), {"seal"}, key=False,
+                         detail=r"^key\.pub: not a PEM public key \(SubjectPublicKeyInfo\)$")
+        with open(os.path.join(W.k2dir, "cleanroom.vkey"), "rb") as f:
+            vkey2 = f.read()
+        self.assertFails(self.write("k.tar.zst", forged(W.members, "key.vkey", vkey2)), {"seal"},
+                         detail=r"^key\.vkey holds another key than the one the seal is checked with$")
+        # --previous with no valid seal here.
+        self.assertFails(self.write("k.tar.zst", forged(W.members, "seal.note", flip(W.m["seal.note"]))),
+                         {"seal", "previous"}, "--previous", W.old,
+                         detail=r"^this bundle has no valid seal to compare the previous one with$")
+        # An event that is not canonical, named by its line.
+        lines = lines_of(W.m["events.jsonl"])
+        self.assertFails(self.events_forged([lines[0], b" " + lines[1]] + lines[2:]), {"events"},
+                         detail=r"^events\.jsonl line 2: ")
+        # A member with an empty name.
+        self.hostile("noname.tar.zst", [(self.info(""), b"x")] + W.members, detail=r"^a member has no name$")
 
     def test_seal_of_another_key(self):
         # The same log signed by another key: a copy of the store, its seals removed.
@@ -508,8 +656,11 @@ class BundleTest(crtest.TestCase):
         ecpubf = os.path.join(self.tmp, "ec.pub")
         with open(ecpubf, "wb") as f:
             f.write(ecpub)
-        self.assertFails(W.zst, {"seal"}, key=ecpubf, detail=r"not Ed25519")
-        self.assertFails(W.zst, {"seal"}, key=os.path.join(self.tmp, "nope.pub"))
+        # The auditor's own --key unusable: nothing is checked (exit 3).
+        r, _ = self.verify(W.zst, key=ecpubf, rc=EXIT_ENV)
+        self.assertRegex(r.err, r"^cleanroom verify: --key: .*not Ed25519")
+        r, _ = self.verify(W.zst, key=os.path.join(self.tmp, "nope.pub"), rc=EXIT_ENV)
+        self.assertRegex(r.err, r"^cleanroom verify: --key: .*nope\.pub")
 
     def test_attestation_resigned_by_another_key(self):
         env = json.loads(W.m["attestation.dsse.json"])
@@ -534,6 +685,17 @@ class BundleTest(crtest.TestCase):
             env["signatures"][0]["sig"] = base64.b64encode(f.read()).decode()
         bad = self.write("att2.tar.zst", forged(W.members, "attestation.dsse.json", canonical(env)))
         self.assertFails(bad, {"attestation"}, detail=r'subject "x\.pt" has the wrong digest')
+        # Signed with the right key, but no in-toto statement at all.
+        with open(msg, "wb") as f:
+            payload = canonical({"_type": "not a statement"})
+            f.write(b"DSSEv1 %d %s %d %s" % (len(ptype), ptype, len(payload), payload))
+        r = run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", W.key, "-in", msg, "-out", sig])
+        self.assertEqual(r.rc, 0, r)
+        with open(sig, "rb") as f:
+            env["payload"] = base64.b64encode(payload).decode()
+            env["signatures"][0]["sig"] = base64.b64encode(f.read()).decode()
+        bad = self.write("att3.tar.zst", forged(W.members, "attestation.dsse.json", canonical(env)))
+        self.assertFails(bad, {"attestation"}, detail=r"^attestation statement: ")
 
     def test_previous(self):
         # Another store (another origin), same key: another log.
@@ -557,7 +719,8 @@ class BundleTest(crtest.TestCase):
         r, j = self.verify(rewritten, rc=EXIT_OK)
         self.assertEqual(j["origin"], W.origin)
         self.assertFails(rewritten, {"previous"}, "--previous", W.old,
-                         detail=r"do not give the previous bundle's root: the log was rewritten")
+                         detail=r"^this log's first %d events give root [0-9a-f]{64}, not the previous "
+                                r"bundle's [0-9a-f]{64}: the log was rewritten$" % W.old_size)
         # The same with the old bundle's events tampered (and re-listed): the old bundle fails.
         old = [(m.name, d) for m, d in read_bundle(W.old)]
         ev = lines_of(dict(old)["events.jsonl"])
@@ -577,11 +740,18 @@ class BundleTest(crtest.TestCase):
                          detail=r"signed with another key")
         self.assertFails(W.zst, {"previous"}, "--previous", other_key,
                          detail=r"fails its own seal check")
-        # Not a bundle at all.
+        # Not a bundle at all, or missing: nothing can be compared (exit 3, as for the bundle).
         junk = os.path.join(self.tmp, "junk")
         with open(junk, "wb") as f:
             f.write(b"not a bundle\n")
-        self.assertFails(W.zst, {"previous"}, "--previous", junk)
+        r, _ = self.verify(W.zst, "--previous", junk, rc=EXIT_ENV)
+        self.assertRegex(r.err, r"^cleanroom verify: --previous %s: " % re.escape(junk))
+        self.verify(W.zst, "--previous", os.path.join(self.tmp, "nope.tar.zst"), rc=EXIT_ENV)
+        # A damaged previous bundle (readable, but failing its own checks) is a failed check.
+        old = [(m.name, d) for m, d in read_bundle(W.old)]
+        broken = self.write("old-broken.tar.zst", old[:-1] + [("events.jsonl", flip(dict(old)["events.jsonl"]))])
+        self.assertFails(W.zst, {"previous"}, "--previous", broken,
+                         detail=r"^the previous bundle fails its own (manifest|events) check: ")
 
     def test_longest_key_name(self):
         # A 255-byte key name: the longest verifier key (cmd_bundle once wrote
@@ -602,8 +772,13 @@ class BundleTest(crtest.TestCase):
 
     def test_root_option(self):
         self.assertFails(W.zst, {"root"}, "--root", "ab" * 32, detail=r"differs from the sealed root")
-        self.assertFails(W.zst, {"root"}, "--root", "xyz", detail=r"not 64 hex digits")
-        self.assertFails(W.zst, {"root"}, "--root", W.status["root"][:-2])
+        j = self.assertFails(W.zst, {"root"}, "--root", "0x" + "cd" * 32)
+        self.assertEqual(self.failed(j), {"root"})
+        # Not a root at all: bad usage, nothing checked.
+        for bad in ("xyz", W.status["root"][:-2], W.status["root"] + "00", "0x", ""):
+            with self.subTest(root=bad):
+                r, _ = self.verify(W.zst, "--root", bad, rc=EXIT_USAGE)
+                self.assertIn("--root takes the 32-byte root as 64 hex digits", r.err)
 
     def test_data_and_checkpoints_folders(self):
         d = os.path.join(self.tmp, "data")
@@ -640,6 +815,394 @@ class BundleTest(crtest.TestCase):
         self.assertFails(W.zst, {"checkpoints"}, "--checkpoints", c, detail=r"^changed: %s/x\.pt " % c)
         os.remove(os.path.join(c, "x.pt"))
         self.assertFails(W.zst, {"checkpoints"}, "--checkpoints", c, detail=r"^missing: %s/x\.pt " % c)
+
+    # ----------------------------------------------------------- proofs --
+
+    def proofs_forged(self, members, name, lines):
+        return self.write("p.tar.zst", forged(members, name, b"".join(x + b"\n" for x in lines)))
+
+    def test_inclusion_proofs_tampered(self):
+        pm = dict(W.pi_members)
+        events = [json.loads(x) for x in lines_of(W.m["events.jsonl"])]
+        n = len(events)
+        ck = [i for i, e in enumerate(events) if e["type"] == "checkpoint"]
+        inputs = [i for i, e in enumerate(events) if e["type"] == "input"]
+        cp = lines_of(pm["proofs/checkpoints.jsonl"])
+        ip = lines_of(pm["proofs/inputs.jsonl"])
+        self.assertEqual(len(cp), 1)
+        self.assertGreaterEqual(len(ip), 4)
+        p0 = json.loads(cp[0])
+        before = [json.loads(x) for x in ip if json.loads(x)["index"] < ck[0]]
+
+        def changed(line, **kw):
+            p = json.loads(line)
+            p.update(kw)
+            return canonical(p)
+
+        flipped = json.loads(cp[0])
+        flipped["audit_path"][0] = ("1" if flipped["audit_path"][0][0] != "1" else "2") + flipped["audit_path"][0][1:]
+        cases = [
+            # (what, member, new lines, detail of a "proofs" failure)
+            ("a checkpoint proof dropped", "proofs/checkpoints.jsonl", [],
+             r"^proofs/checkpoints\.jsonl: checkpoint event %d has no inclusion proof$" % ck[0]),
+            ("an input proof dropped", "proofs/inputs.jsonl", ip[:1] + ip[2:],
+             r"^proofs/inputs\.jsonl: input event %d has no inclusion proof$" % inputs[1]),
+            ("a proof repeated", "proofs/checkpoints.jsonl", cp + cp,
+             r"^proofs/checkpoints\.jsonl line 2: event %d comes after event %d \(one proof per event, "
+             r"in event order\)$" % (ck[0], ck[0])),
+            ("two proofs swapped", "proofs/inputs.jsonl", [ip[1], ip[0]] + ip[2:],
+             r"^proofs/inputs\.jsonl line 2: event %d comes after event %d" % (inputs[0], inputs[1])),
+            ("a proof of another type of event", "proofs/checkpoints.jsonl", [ip[0]] + cp,
+             r"^proofs/checkpoints\.jsonl line 1: proves event %d, of type input: this member proves "
+             r"checkpoint events only$" % inputs[0]),
+            ("a proof for another tree size", "proofs/checkpoints.jsonl", [changed(cp[0], tree_size=n - 1)],
+             r"^proofs/checkpoints\.jsonl line 1: the proof for event %d is for a tree of %d events, not the "
+             r"sealed %d$" % (ck[0], n - 1, n)),
+            ("a hash of the path flipped", "proofs/checkpoints.jsonl", [canonical(flipped)],
+             r"^proofs/checkpoints\.jsonl line 1: the proof for event %d does not verify against the sealed "
+             r"root$" % ck[0]),
+            ("the index moved", "proofs/checkpoints.jsonl", [changed(cp[0], index=ck[0] - 1)],
+             r"line 1: the proof for event %d does not verify" % (ck[0] - 1)),
+            ("the leaf hash changed", "proofs/checkpoints.jsonl", [changed(cp[0], leaf_hash="ab" * 32)],
+             r"line 1: the proof for event %d does not verify" % ck[0]),
+            ("a line that is not JSON", "proofs/checkpoints.jsonl", [b"{"] + cp,
+             r"^proofs/checkpoints\.jsonl line 1: malformed proof$"),
+            ("a negative index", "proofs/checkpoints.jsonl", [changed(cp[0], index=-1)],
+             r"line 1: malformed proof$"),
+            ("a hash that is not hex", "proofs/checkpoints.jsonl", [changed(cp[0], leaf_hash="zz" * 32)],
+             r"line 1: malformed proof$"),
+            ("a path too long", "proofs/checkpoints.jsonl", [changed(cp[0], audit_path=["00" * 32] * 66)],
+             r"line 1: malformed proof$"),
+            ("a proof beyond the events", "proofs/inputs.jsonl",
+             ip + [changed(ip[-1], index=n + 5)], r"line %d: the proof for event %d is for a tree|line %d: "
+             r"the proof for event %d does not verify" % (len(ip) + 1, n + 5, len(ip) + 1, n + 5)),
+        ]
+        self.assertTrue(before, "an input before the checkpoint")
+        for what, name, lines, detail in cases:
+            with self.subTest(what):
+                j = self.assertFails(self.proofs_forged(W.pi_members, name, lines), {"proofs"}, detail=detail)
+                self.assertEqual(self.failed(j), {"proofs"}, j)
+        # Events forged: a proof names a leaf its event no longer hashes to (the events fail too).
+        lines = lines_of(W.m["events.jsonl"])
+        edited = dict(events[ck[0]], size=events[ck[0]]["size"] + 1)
+        new = lines[:ck[0]] + [canonical(edited)] + lines[ck[0] + 1:]
+        j = self.assertFails(self.write("ev.tar.zst", forged(W.members, "events.jsonl",
+                                                             b"".join(x + b"\n" for x in new))),
+                             {"events", "proofs"},
+                             detail=r"^proofs/checkpoints\.jsonl line 1: proves leaf hash %s for event %d, but "
+                                    r"that event hashes to %s$" % (p0["leaf_hash"], ck[0],
+                                                                  leaf_hash(canonical(edited)).hex()))
+        # The last event dropped: its proof is beyond the events.
+        self.assertEqual(inputs[-1], n - 1)
+        j = self.assertFails(self.write("ev.tar.zst", forged(W.pi_members, "events.jsonl",
+                                                             b"".join(x + b"\n" for x in lines[:-1]))),
+                             {"events", "proofs"},
+                             detail=r"^proofs/inputs\.jsonl line %d: proves event %d, beyond the %d events$"
+                                    % (len(ip), n - 1, n - 1))
+        # More than ten failures: the first ten, then a count.
+        many = [b"{"] * 12 + [changed(x, tree_size=1) for x in ip]
+        j = self.assertFails(self.proofs_forged(W.pi_members, "proofs/inputs.jsonl", many), {"proofs"},
+                             detail=r"^proofs/inputs\.jsonl: %d failures in all$" % (12 + len(ip)))
+        self.assertEqual(len(self.details(j, "proofs")), 11)
+
+    def sign_note(self, text, key, name="cleanroom"):
+        """A C2SP signed note of text (bytes, ending in a newline) signed with the private key file
+        key (its public key beside it as .pub), computed with openssl alone."""
+        msg, sig = os.path.join(self.tmp, "note-text"), os.path.join(self.tmp, "note-sig")
+        with open(msg, "wb") as f:
+            f.write(text)
+        r = run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", key, "-in", msg, "-out", sig])
+        self.assertEqual(r.rc, 0, r)
+        der = run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"]).outb
+        key_id = hashlib.sha256(name.encode() + b"\n\x01" + der[-32:]).digest()[:4]
+        with open(sig, "rb") as f:
+            blob = base64.b64encode(key_id + f.read())
+        return text + b"\n\xe2\x80\x94 " + name.encode() + b" " + blob + b"\n"
+
+    def test_consistency_proofs_tampered(self):
+        line = lines_of(W.m["proofs/consistency.jsonl"])[0]
+        c = json.loads(line)
+        n, k = W.status["tree_size"], W.old_size
+        text = W.old_seal.split(b"\n\n")[0] + b"\n"
+
+        def changed(**kw):
+            p = dict(c)
+            p.update(kw)
+            return canonical(p)
+
+        def seal_of(body, key=W.key):
+            return self.sign_note(body, key).decode()
+
+        flipped = list(c["proof"])
+        flipped[0] = ("1" if flipped[0][0] != "1" else "2") + flipped[0][1:]
+        origin, size, root = text.decode().split("\n")[:3]
+        wrong_root = base64.b64encode(b"\x07" * 32).decode()
+        other_log = "%s\n%s\n%s\n" % ("cleanroom.local/another-log", size, root)
+        rewritten = "%s\n%s\n%s\n" % (origin, size, wrong_root)
+        P = r"^proofs/consistency\.jsonl line %d: "
+        cases = [
+            ("a hash of the proof flipped", [changed(proof=flipped)],
+             P % 1 + r"the proof from the seal at size %d does not verify against the sealed root$" % k),
+            ("a hash dropped from the proof", [changed(proof=c["proof"][1:])],
+             P % 1 + r"the proof from the seal at size %d does not verify" % k),
+            ("old_root not its seal's", [changed(old_root="ab" * 32)],
+             P % 1 + r"old_size %d and old_root (ab){32} are not its seal's \(size %d, root %s\)$"
+             % (k, k, c["old_root"])),
+            ("old_size not its seal's", [changed(old_size=k - 1)],
+             P % 1 + r"old_size %d and old_root [0-9a-f]{64} are not its seal's \(size %d, " % (k - 1, k)),
+            ("a seal of another key", [changed(seal=seal_of(text, W.key2))],
+             P % 1 + r"the seal at size %d is not signed by cleanroom with the key this bundle's seal "
+                     r"verifies with: " % k),
+            ("a seal of another key name", [changed(seal=self.sign_note(text, W.key, "other").decode())],
+             P % 1 + r"the seal at size %d is not signed by cleanroom" % k),
+            ("a seal that is not a note", [changed(seal="hello\n")],
+             P % 1 + r"the seal at size %d is not signed by cleanroom" % k),
+            ("a seal of another log", [changed(seal=seal_of(other_log.encode()))],
+             P % 1 + r"the seal at size %d is of another log \(origin cleanroom\.local/another-log\)$" % k),
+            ("a seal of a rewritten log", [changed(seal=seal_of(rewritten.encode()), old_root="07" * 32)],
+             P % 1 + r"the proof from the seal at size %d does not verify against the sealed root$" % k),
+            ("a line repeated", [line, line],
+             P % 2 + r"the seal at size %d comes after size %d \(one line per earlier seal, by size\)$" % (k, k)),
+            ("to another size", [changed(new_size=n + 1)],
+             P % 1 + r"a proof from size %d to %d is not from an earlier size to the sealed %d$" % (k, n + 1, n)),
+            ("from the sealed size", [changed(old_size=n)],
+             P % 1 + r"a proof from size %d to %d is not from an earlier size" % (n, n)),
+            ("from size 0", [changed(old_size=0)], P % 1 + r"the seal at size 0 comes after size 0"),
+            ("the seal missing", [canonical({x: y for x, y in c.items() if x != "seal"})],
+             P % 1 + r"malformed consistency proof$"),
+            ("not JSON", [b"[]"], P % 1 + r"malformed consistency proof$"),
+        ]
+        for what, lines, detail in cases:
+            with self.subTest(what):
+                j = self.assertFails(self.proofs_forged(W.members, "proofs/consistency.jsonl", lines), {"proofs"},
+                                     detail=detail)
+                self.assertEqual(self.failed(j), {"proofs"}, j)
+        # Dropped (the manifest left alone): the manifest says so. A forger who also
+        # rewrites the manifest can leave earlier seals out (docs/formats/bundle.md):
+        # what the verifier vouches for is that every seal present is genuine.
+        j = self.assertFails(self.write("c.tar.zst", [(x, b"" if x == "proofs/consistency.jsonl" else d)
+                                                      for x, d in W.members]), {"manifest"},
+                             detail=r"^proofs/consistency\.jsonl: size or SHA-256 differs from the manifest$")
+        self.assertEqual(self.failed(j), {"manifest"})
+        # Lines are bounded: a seal over CR_BUNDLE_SEAL_MAX cannot make a line this long.
+        huge = changed(seal="x" * (8192 + 2 * 4096))
+        self.hostile("c.tar.zst", forged(W.members, "proofs/consistency.jsonl", huge + b"\n"), check="proofs",
+                     detail=r"^proofs/consistency\.jsonl: a line is longer than %d bytes$" % (8192 + 2 * 4096))
+
+    def test_earlier_seals_in_the_store(self):
+        copy = os.path.join(self.tmp, "store-seals")
+        shutil.copytree(W.s.path, copy)
+        seals = os.path.join(copy, "seals")
+        n = W.status["tree_size"]
+
+        def add(name):
+            f = os.path.join(self.tmp, name)
+            with open(f, "wb") as fh:
+                fh.write(name.encode() + b"\n")
+            self.assertEqual(cleanroom("add", f, store=copy).rc, 0)
+
+        def bundle(out):
+            r = cleanroom("bundle", "-o", out, "--json", store=copy)
+            self.assertEqual(r.rc, 0, r)
+            lines = lines_of(bundle_dict(out)["proofs/consistency.jsonl"])
+            return r, [json.loads(x)["old_size"] for x in lines]
+
+        leaves = W.s.leaves()
+        body2 = ("%s\n2\n%s\n" % (W.origin, base64.b64encode(mth([leaf_hash(x) for x in leaves[:2]])).decode())).encode()
+        # Left out: a seal of another key (at n + 1), a file in seals/ that is no
+        # seal, and one of ours over CR_BUNDLE_SEAL_MAX bytes (many cosignatures).
+        add("late1.txt")
+        r = cleanroom("seal", "--store", copy, "--key", W.key2)
+        self.assertEqual(r.rc, 0, r)
+        add("late2.txt")
+        with open(os.path.join(seals, "%016d.note" % 1), "wb") as fh:
+            fh.write(b"not a seal\n")
+        big = self.sign_note(body2, W.key) + b"".join(
+            b"\xe2\x80\x94 other%d %s\n" % (i, base64.b64encode(b"\0" * 68)) for i in range(60))
+        self.assertGreater(len(big), 4096)
+        with open(os.path.join(seals, "%016d.note" % 2), "wb") as fh:
+            fh.write(big)
+        out = os.path.join(self.tmp, "seals.tar.zst")
+        r, sizes = bundle(out)
+        self.assertEqual((r.json()["earlier_seals"], r.json()["seals_skipped"]), (2, 3))
+        self.assertEqual(sizes, [W.old_size, n])
+        self.assertIn("cleanroom bundle: note: 3 earlier seals in %s/seals were left out" % copy, r.err)
+        self.verify(out, rc=EXIT_OK)
+        # Ours only: each gets its line, by size; the bundle is still reproducible.
+        for size in (1, 2, n + 1):
+            os.remove(os.path.join(seals, "%016d.note" % size))
+        with open(os.path.join(seals, "%016d.note" % 2), "wb") as fh:
+            fh.write(self.sign_note(body2, W.key))
+        add("late3.txt")
+        r, sizes = bundle(out)
+        self.assertEqual((r.json()["earlier_seals"], r.json()["seals_skipped"]), (4, 0))
+        self.assertEqual(sizes, [2, W.old_size, n, n + 2])
+        r, j = self.verify(out, rc=EXIT_OK)
+        self.assertIn("proofs/consistency.jsonl: 4 earlier seals (sizes 2 to %d), signed by cleanroom, are "
+                      "prefixes of the sealed tree" % (n + 2), [c["detail"] for c in j["checks"]])
+        out2 = os.path.join(self.tmp, "seals2.tar.zst")
+        bundle(out2)
+        with open(out, "rb") as a, open(out2, "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        # A seal of ours naming a root the log does not have at its size: the log
+        # was rewritten after it was sealed. No bundle, and the reason.
+        wrong = ("%s\n2\n%s\n" % (W.origin, base64.b64encode(b"\x07" * 32).decode())).encode()
+        os.remove(os.path.join(seals, "%016d.note" % 2))
+        with open(os.path.join(seals, "%016d.note" % 2), "wb") as fh:
+            fh.write(self.sign_note(wrong, W.key))
+        os.remove(out)
+        r = cleanroom("bundle", "-o", out, store=copy)
+        self.assertEqual(r.rc, EXIT_ENV, r)
+        self.assertRegex(r.err, r"seal %s/%016d\.note, signed by this key, says root (07){32} at size 2, "
+                                r"but the log has [0-9a-f]{64} there: the log was rewritten after it was "
+                                r"sealed" % (re.escape(seals), 2))
+        self.assertFalse(os.path.exists(out))
+        self.assertFalse(os.path.exists(out + ".tmp"))
+
+    # ----------------------------------------------------------- anchor --
+
+    PUBLISHED = {"chain": "base-sepolia", "chain_id": 84532, "call": "eas_timestamp",
+                 "contract": "0x4200000000000000000000000000000000000021",
+                 "transaction": "0x" + "5e" * 32, "block": 12345678, "timestamp": 1795000000}
+
+    def test_anchor_published_still_verifies(self):
+        anchor = json.loads(W.m["anchor.json"])
+        self.assertEqual(set(anchor["published"].values()), {None})
+        anchor["published"] = dict(self.PUBLISHED)
+        # Filled in with any tool: key order and whitespace are free. The manifest is left alone.
+        for what, data in (("canonical", canonical(anchor)),
+                           ("pretty", json.dumps(anchor, indent=2).encode() + b"\n")):
+            with self.subTest(what):
+                out = self.write("pub.tar.zst", [(n, data if n == "anchor.json" else d) for n, d in W.members])
+                r, j = self.verify(out, rc=EXIT_OK)
+                self.assertIn("claims a publication that cannot be checked offline", self.ok_detail(j, "anchor"))
+                self.assertIn("members match the manifest", self.ok_detail(j, "manifest"))
+                # --root against the anchored root, as before.
+                r, j = self.verify(out, "--root", anchor["root"], rc=EXIT_OK)
+                self.assertIn("the sealed root equals the anchored root", self.ok_detail(j, "root"))
+                self.assertFails(out, {"root"}, "--root", "ab" * 32, detail=r"differs from the sealed root")
+                self.verify(out, "--previous", W.old, "--root", "0x" + anchor["root"], rc=EXIT_OK)
+
+    def test_anchor_of_another_seal(self):
+        anchor = json.loads(W.m["anchor.json"])
+        old_anchor = json.loads(bundle_dict(W.old)["anchor.json"])
+
+        def edit(**kw):
+            a = json.loads(W.m["anchor.json"])
+            for key, v in kw.items():
+                if "." in key:
+                    a["published"][key.split(".")[1]] = v
+                else:
+                    a[key] = v
+            return canonical(a)
+
+        cases = [
+            ("commitment", edit(commitment="00" * 32), r'^anchor\.json: "commitment" is "0{64}", but the seal '
+                                                       r'note gives "%s"$' % anchor["commitment"]),
+            ("root", edit(root="11" * 32), r'^anchor\.json: "root" is "1{64}", but the seal note gives "%s"$'
+             % anchor["root"]),
+            ("tree_size", edit(tree_size=anchor["tree_size"] - 1),
+             r'^anchor\.json: "tree_size" is %d, but the seal note gives %d$'
+             % (anchor["tree_size"] - 1, anchor["tree_size"])),
+            ("origin", edit(origin="cleanroom.local/x"), r'^anchor\.json: "origin" is "cleanroom\.local/x"'),
+            ("call data", edit(calls=old_anchor["calls"]), r'^anchor\.json: "calls\.anchor_contract\.data" is '),
+            ("the old bundle's anchor", canonical(old_anchor), r'^anchor\.json: "(commitment|root|tree_size)" is '),
+            ("an unknown field", edit(note="hi"), r'^anchor\.json: unknown field "note"$'),
+            ("a field missing", canonical({x: y for x, y in anchor.items() if x != "root"}),
+             r'^anchor\.json: "root" is missing$'),
+            ("a published field malformed", edit(**{"published.transaction": "0x12"}),
+             r'^anchor\.json: "published\.transaction" is "0x12", which is not a valid transaction'),
+            ("published missing a field",
+             canonical(dict(anchor, published={x: None for x in list(self.PUBLISHED)[1:]})),
+             r'^anchor\.json: "published\.chain" is missing$'),
+            ("not JSON", b"{", r"^anchor\.json is not JSON: "),
+        ]
+        for what, data, detail in cases:
+            with self.subTest(what):
+                out = self.write("a.tar.zst", [(n, data if n == "anchor.json" else d) for n, d in W.members])
+                j = self.assertFails(out, {"anchor"}, detail=detail)
+                self.assertEqual(self.failed(j), {"anchor"}, j)
+
+    def test_anchor_fill_in_recipe(self):
+        """The shell recipe of docs/formats/anchor.md that fills in "published" and
+        writes the bundle again, run as written: the new bundle verifies."""
+        doc = os.path.join(os.environ.get("CR_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", "..")),
+                           "docs", "formats", "anchor.md")
+        with open(doc, encoding="utf-8") as f:
+            blocks = re.findall(r"^```sh fill-in\n(.*?)^```\s*$", f.read(), re.M | re.S)
+        self.assertEqual(len(blocks), 1)
+        script = blocks[0]
+        for var, value in (("bundle", W.zst), ("out", os.path.join(self.tmp, "published.tar.zst"))):
+            script, k = re.subn(r"^%s=\S+" % var, "%s='%s'" % (var, value), script, count=1, flags=re.M)
+            self.assertEqual(k, 1, var)
+        cwd = tempfile.mkdtemp(dir=self.tmp)
+        r = run(["/bin/sh", "-c", "set -eu\n" + script], cwd=cwd,
+                env={"PATH": "/usr/bin:/bin", "LC_ALL": "C", "HOME": "/nonexistent"})
+        self.assertEqual(r.rc, 0, r)
+        out = os.path.join(self.tmp, "published.tar.zst")
+        r, j = self.verify(out, rc=EXIT_OK)
+        self.assertIn("claims a publication", self.ok_detail(j, "anchor"))
+        got = json.loads(bundle_dict(out)["anchor.json"])
+        self.assertIsNotNone(got["published"]["transaction"])
+        # Every other member is unchanged, in the same order.
+        self.assertEqual([(n, d) for n, d in read_bundle_pairs(out) if n != "anchor.json"],
+                         [(n, d) for n, d in W.members if n != "anchor.json"])
+        self.assertEqual([n for n, _ in read_bundle_pairs(out)], [n for n, _ in W.members])
+
+    # ------------------------------------------------------- exit codes --
+
+    def test_exit_codes(self):
+        """0 verified; 1 a check failed; 2 bad usage; 3 nothing could be checked
+        (docs/formats/bundle.md, "Refusals and exit status"), text and --json alike."""
+        not_a_file = os.path.join(self.tmp, "a-file")
+        with open(not_a_file, "wb") as f:
+            f.write(b"x")
+        junk = os.path.join(self.tmp, "junk.tar.zst")
+        with open(junk, "wb") as f:
+            f.write(os.urandom(4096))
+        flipped = self.write("e.tar.zst", [(n, flip(d) if n == "events.jsonl" else d) for n, d in W.members])
+        cases = [
+            ("verified", [W.zst], EXIT_OK, None),
+            ("verified, every option", ["--data", W.data, "--checkpoints", W.ckpt, "--root", W.status["root"],
+                                        "--previous", W.old, W.zst], EXIT_OK, None),
+            ("a check failed", [flipped], EXIT_VERIFY, None),
+            ("a hostile archive", [self.write("h.tar.zst", [("../x", b"x")] + W.members)], EXIT_VERIFY, None),
+            ("no bundle", [], EXIT_USAGE, r"name one bundle"),
+            ("two bundles", [W.zst, W.gz], EXIT_USAGE, r"name one bundle"),
+            ("an unknown option", ["--frobnicate", W.zst], EXIT_USAGE, r""),
+            ("--root not hex", ["--root", "nope", W.zst], EXIT_USAGE, r"--root takes"),
+            ("the bundle missing", [os.path.join(self.tmp, "nope.tar.zst")], EXIT_ENV, r"nope\.tar\.zst"),
+            ("the bundle a folder", [self.tmp], EXIT_ENV, r""),
+            ("the bundle random bytes", [junk], EXIT_ENV, r"junk\.tar\.zst"),
+            ("--key missing", ["--key", os.path.join(self.tmp, "nope.pub"), W.zst], EXIT_ENV, r"--key: "),
+            ("--key not a key", ["--key", not_a_file, W.zst], EXIT_ENV, r"--key: "),
+            ("--data missing", ["--data", os.path.join(self.tmp, "nope"), W.zst], EXIT_ENV, r"--data "),
+            ("--data a file", ["--data", not_a_file, W.zst], EXIT_ENV, r"--data .*not a folder"),
+            ("--checkpoints missing", ["--checkpoints", os.path.join(self.tmp, "nope"), W.zst], EXIT_ENV,
+             r"--checkpoints "),
+            ("--previous missing", ["--previous", os.path.join(self.tmp, "nope"), W.zst], EXIT_ENV,
+             r"--previous "),
+            ("--previous random bytes", ["--previous", junk, W.zst], EXIT_ENV, r"--previous "),
+        ]
+        for what, argv, rc, err in cases:
+            for json_out in (True, False):
+                with self.subTest(what, json=json_out):
+                    r = run([crtest.CLEANROOM, "verify"] + (["--json"] if json_out else []) + argv,
+                            cwd=tempfile.mkdtemp(dir=self.tmp))
+                    self.assertNotRegex(r.err, SANITIZER, r)
+                    self.assertEqual(r.rc, rc, r)
+                    if rc in (EXIT_USAGE, EXIT_ENV):
+                        self.assertEqual(r.out, "", r)
+                        self.assertRegex(r.err, r"(^|\n)cleanroom verify: .*" + err, r)
+                    elif json_out:
+                        self.assertEqual(r.json()["ok"], rc == EXIT_OK)
+                    else:
+                        self.assertRegex(r.out, r": %s: \d+ checks" % ("VERIFIED" if rc == EXIT_OK else "FAILED"))
+        # --help says the same.
+        r = run([crtest.CLEANROOM, "verify", "--help"])
+        self.assertEqual(r.rc, EXIT_OK)
+        for code in ("0  every check passed", "1  a check failed", "2  bad usage", "3  nothing was checked"):
+            self.assertIn(code, r.out)
 
     # ---------------------------------------------------------- hostile --
 
@@ -816,21 +1379,26 @@ class BundleTest(crtest.TestCase):
             gz = f.read()
         rnd = os.urandom(8192)
         cases = [
-            # (what, bytes, allowed exit statuses, check when 1)
+            # (what, bytes, exit status): 3 when no member can be read at all,
+            # 1 (a failed check) once the first member's header was read.
             ("empty file", b"", EXIT_ENV),
             ("random bytes", rnd, EXIT_ENV),
             ("text", b"hello, auditor\n" * 100, EXIT_ENV),
-            ("zstd of random bytes", compress(rnd), (EXIT_VERIFY, EXIT_ENV)),
-            ("gzip of random bytes", compress(rnd, "gzip"), (EXIT_VERIFY, EXIT_ENV)),
-            ("gzip magic, then garbage", b"\x1f\x8b\x08\x00" + rnd, (EXIT_VERIFY, EXIT_ENV)),
-            ("zstd magic, then garbage", crtest.ZSTD_MAGIC + rnd, (EXIT_VERIFY, EXIT_ENV)),
+            ("zstd of random bytes", compress(rnd), EXIT_ENV),
+            ("gzip of random bytes", compress(rnd, "gzip"), EXIT_ENV),
+            ("gzip magic, then garbage", b"\x1f\x8b\x08\x00" + rnd, EXIT_ENV),
+            ("zstd magic, then garbage", crtest.ZSTD_MAGIC + rnd, EXIT_ENV),
+            ("the first 100 bytes of a zstd bundle", zst[:100], EXIT_ENV),
+            ("a bad first header checksum", compress(tar[:148] + b"9" + tar[149:]), EXIT_ENV),
+            # A cut compressed stream: 3 when the decompressor yields nothing
+            # before the cut (a small bundle is one zstd block), else 1.
             ("zstd cut in half", zst[:len(zst) // 2], (EXIT_VERIFY, EXIT_ENV)),
             ("gzip cut in half", gz[:len(gz) // 2], (EXIT_VERIFY, EXIT_ENV)),
             ("zstd cut before its end", zst[:-8], (EXIT_VERIFY, EXIT_ENV)),
             ("tar cut inside events, compressed", compress(tar[:len(tar) - 3000]), EXIT_VERIFY),
             ("tar cut inside a header, compressed", compress(tar[:512 * 3 + 100]), EXIT_VERIFY),
+            ("tar cut after the first header", compress(tar[:512 + 10]), EXIT_VERIFY),
             ("tar of no member", compress(b"\0" * 1024), EXIT_VERIFY),
-            ("a bad header checksum", compress(tar[:148] + b"9" + tar[149:]), (EXIT_VERIFY, EXIT_ENV)),
         ]
         for what, data, rc in cases:
             with self.subTest(what):
@@ -845,10 +1413,15 @@ class BundleTest(crtest.TestCase):
     def test_plain_tar_and_reordered_members(self):
         # An uncompressed tar of the same members is read as well (libarchive).
         self.verify(self.write("plain.tar", W.members, "none"), rc=EXIT_OK)
-        # The small members after the events: the seal is judged before the
-        # events are read, so it counts as missing.
+        # events.jsonl is the last member: the events stream through every
+        # check once, with the proofs read alongside. Anything after it is refused.
         moved = W.members[-1:] + W.members[:-1]
-        self.assertFails(self.write("moved.tar.zst", moved), {"seal", "events"})
+        self.hostile("moved.tar.zst", moved, detail=r"^VERSION: after events\.jsonl \(events\.jsonl is the "
+                                                      r"last member\)$")
+        for name in ("proofs/checkpoints.jsonl", "proofs/consistency.jsonl", "anchor.json"):
+            with self.subTest(after=name):
+                moved = [(n, d) for n, d in W.members if n != name] + [(name, W.m[name])]
+                self.hostile("moved.tar.zst", moved, detail=r"^%s: after events\.jsonl" % re.escape(name))
 
     # ---------------------------------------------------- writes nothing --
 

@@ -12,16 +12,19 @@ key name substituted in the first block. PATH is /usr/bin:/bin, so
 `python3` is the system one (with python3-cryptography, from
 scripts/setup.sh).
 
-A fresh bundle (a store with added files and a recorded run writing three
-checkpoints, one path twice) must pass every step; tampered bundles must
-be stopped at the step that is meant to catch them -- above all, events
-rewritten by a forger who also fixes the manifest are caught by the root
-comparison, after the seal's signature has verified.
+A fresh bundle (a store with added files, sealed, then a recorded run
+writing three checkpoints, one path twice) must pass every step; tampered
+bundles must be stopped at the step that is meant to catch them -- above
+all, events rewritten by a forger who also fixes the manifest are caught by
+the root comparison, after the seal's signature has verified, and earlier
+seals signed by another key, or naming a root the events do not give, are
+caught by seals.py.
 
 Run standalone: /usr/bin/python3 tests/integration/test_verify_by_hand.py
 (CLEANROOM=path/to/cleanroom to test another binary).
 """
 import base64
+import hashlib
 import json
 import os
 import re
@@ -107,6 +110,10 @@ class VerifyByHandTest(crtest.TestCase):
         assert s.init().rc == 0
         s.add(data)
         assert cleanroom("keygen", "--out", s.path).rc == 0
+        # An earlier seal: the bundle carries it, with a consistency proof.
+        r = cleanroom("seal", "--store", s.path, "--key", os.path.join(s.path, "cleanroom.key"))
+        assert r.rc == 0, r
+        cls.early_size = s.status()["tree_size"]
         s.cr("record", "--data", data, "--", "/usr/bin/python3", "-c", RUN_CODE,
              os.path.join(data, "d000000.bin"), cwd=work)
         cls.store, cls.data = s, data
@@ -139,6 +146,27 @@ class VerifyByHandTest(crtest.TestCase):
         write_bundle(path, members)
         return path
 
+    def sign_note(self, text, key_dir, name="cleanroom"):
+        """A C2SP signed note of text, signed with the key in key_dir (openssl)."""
+        msg, sig = os.path.join(self.tmp, "note-text"), os.path.join(self.tmp, "note-sig")
+        with open(msg, "wb") as f:
+            f.write(text)
+        r = crtest.run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey",
+                        os.path.join(key_dir, "cleanroom.key"), "-in", msg, "-out", sig])
+        self.assertEqual(r.rc, 0, r)
+        der = crtest.run(["openssl", "pkey", "-pubin", "-in", os.path.join(key_dir, "cleanroom.pub"),
+                          "-outform", "DER"]).outb
+        key_id = hashlib.sha256(name.encode() + b"\n\x01" + der[-32:]).digest()[:4]
+        with open(sig, "rb") as f:
+            blob = base64.b64encode(key_id + f.read())
+        return text + b"\n\xe2\x80\x94 " + name.encode() + b" " + blob + b"\n"
+
+    def consistency_forged(self, change):
+        """The bundle with its one consistency line changed by change(dict), manifest fixed."""
+        line = json.loads(dict(self.members)["proofs/consistency.jsonl"])
+        change(line)
+        return self.write("cons.tar.zst", self.forged("proofs/consistency.jsonl", canonical(line) + b"\n"))
+
     # -------------------------------------------------------------------------
 
     def test_document_has_the_steps(self):
@@ -146,10 +174,11 @@ class VerifyByHandTest(crtest.TestCase):
         self.assertGreaterEqual(len(blocks), 8)
         self.assertEqual(blocks[0][0], "sh")
         files = [f for lang, f, _ in blocks if lang == "python"]
-        self.assertEqual(files, ["root.py", "attestation.py"])
+        self.assertEqual(files, ["root.py", "seals.py", "attestation.py"])
         script = doc_script("/b", "/k", "n")
         for tool in ("tar -t", "sha256sum", "openssl pkeyutl -verify -pubin -inkey",
-                     "-rawin -in text -sigfile sig", "python3 root.py", "python3 attestation.py"):
+                     "-rawin -in text -sigfile sig", "python3 root.py", "python3 seals.py",
+                     "python3 attestation.py"):
             self.assertIn(tool, script)
         # root.py: standard library only.
         root_py = [b for lang, f, b in blocks if f == "root.py"][0]
@@ -164,11 +193,16 @@ class VerifyByHandTest(crtest.TestCase):
                 self.assertEqual(rc, 0, out)
                 for line in ("Signature Verified Successfully",
                              "OK: the seal is signed by cleanroom, and the bundle carries that key",
-                             "OK: the events give the sealed root", "OK: the DSSE signature verifies",
+                             "OK: the events give the sealed root",
+                             "OK: 1 earlier seals, signed by cleanroom, seal prefixes of these events",
+                             "OK: the DSSE signature verifies",
                              "OK: 3 subjects, exactly the checkpoint events",
                              "OK: anchor.json commits to this seal"):
                     self.assertIn(line, out)
                 self.assertRegex(out, r"  a/x\.pt@\d+\n")
+                with open(os.path.join(self.store.path, "seals", "%016d.note" % self.early_size), "rb") as f:
+                    self.assertIn("  size %d  root " % self.early_size, out)
+                    self.assertIn(" commitment %s\n" % hashlib.sha256(f.read()).hexdigest(), out)
                 self.assertRegex(out, r": OK\n")  # sha256sum -c
         # The binary agrees.
         r = cleanroom("verify", "--key", self.pub, self.zst)
@@ -240,6 +274,31 @@ class VerifyByHandTest(crtest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("OK: the events give the sealed root", out)
         self.assertIn("MISMATCH: the DSSE signature does not verify", out)
+        # Earlier seals: signed by another key; naming another size or root than
+        # the line's; signed by this key but with a root the events do not give.
+        line = json.loads(m["proofs/consistency.jsonl"])
+        text = line["seal"].encode().split(b"\n\n")[0] + b"\n"
+        other = self.sign_note(text, self.k2)
+        rc, out = self.by_hand(self.consistency_forged(lambda p: p.update(seal=other.decode())))
+        self.assertNotEqual(rc, 0)
+        self.assertIn("OK: the events give the sealed root", out)
+        self.assertIn("MISMATCH: the seal at size %d is not signed by cleanroom" % self.early_size, out)
+        rc, out = self.by_hand(self.consistency_forged(lambda p: p.update(old_root="00" * 32)))
+        self.assertNotEqual(rc, 0)
+        self.assertIn("names another log, size or root", out)
+        origin, size, _ = text.decode().split("\n")[:3]
+        wrong = "%s\n%s\n%s\n" % (origin, size, base64.b64encode(b"\x07" * 32).decode())
+        rewritten = self.sign_note(wrong.encode(), os.path.dirname(self.pub))
+        rc, out = self.by_hand(self.consistency_forged(
+            lambda p: p.update(seal=rewritten.decode(), old_root="07" * 32)))
+        self.assertNotEqual(rc, 0)
+        self.assertIn("MISMATCH: the first %d events do not give the root sealed at that size"
+                      % self.early_size, out)
+        self.assertNotIn("OK: the DSSE signature verifies", out)
+        # The binary catches each too.
+        for bad in (self.consistency_forged(lambda p: p.update(seal=other.decode())),
+                    self.consistency_forged(lambda p: p.update(seal=rewritten.decode(), old_root="07" * 32))):
+            self.assertEqual(cleanroom("verify", "--key", self.pub, bad).rc, crtest.EXIT_VERIFY)
         # anchor.json of another seal.
         anchor = json.loads(m["anchor.json"])
         anchor["commitment"] = "00" * 32

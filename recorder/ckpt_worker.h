@@ -1,0 +1,51 @@
+/*
+ * The recorder's checkpoint worker: one thread that reads each checkpoint
+ * once for its SHA-256, tensor manifest and delta from the previous
+ * checkpoint of the run, in the order checkpoints are submitted.
+ *
+ * Deltas need the previous checkpoint's float tensors even after its file
+ * was overwritten in place (torch.save to the same path truncates the same
+ * inode), so the worker keeps them in an unlinked temporary "base" file in
+ * the store's folder, written during the same read.
+ */
+#ifndef CR_RECORDER_CKPT_WORKER_H
+#define CR_RECORDER_CKPT_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cleanroom/hash.h"
+
+typedef struct cr_ckpt_worker cr_ckpt_worker;
+
+typedef struct cr_ckpt_result {
+	uint64_t tag;              /* as submitted */
+	int rc;                    /* 0, CR_HASH_CHANGED, or an error reading the file */
+	uint8_t sha256[CR_SHA256_SIZE];
+	cr_file_id id;             /* identity as read */
+	json_t *manifest;          /* the tensor manifest, or NULL (then manifest_error) */
+	uint8_t manifest_sha256[CR_SHA256_SIZE];
+	json_t *delta;             /* delta from the checkpoint submitted as base_tag, or NULL */
+	uint64_t base_tag;
+	char manifest_error[256];  /* why there is no manifest ("" when there is) */
+	char error[256];           /* message when rc < 0 */
+} cr_ckpt_result;
+
+/* tmpdir holds the base files (unlinked); deltas are off when want_delta is 0. */
+int cr_ckpt_worker_new(cr_ckpt_worker **out, const char *tmpdir, int want_delta);
+/* Queue a checkpoint open for reading at fd (consumed); path names it. */
+int cr_ckpt_worker_submit(cr_ckpt_worker *w, uint64_t tag, const char *path, int fd);
+/* Move up to max finished results to out (never blocks); the caller owns their JSON. */
+size_t cr_ckpt_worker_collect(cr_ckpt_worker *w, cr_ckpt_result *out, size_t max);
+/* Jobs queued, running or finished but not collected. */
+size_t cr_ckpt_worker_busy(cr_ckpt_worker *w);
+/* Readable when results may be waiting. */
+int cr_ckpt_worker_eventfd(const cr_ckpt_worker *w);
+/* Finish the jobs in hand, stop, free. NULL-safe. */
+void cr_ckpt_worker_free(cr_ckpt_worker *w);
+/* Release a collected result's JSON. */
+void cr_ckpt_result_clear(cr_ckpt_result *r);
+
+#endif
