@@ -1,7 +1,9 @@
 /*
- * The recorder's checkpoint worker: one thread that reads each checkpoint
- * once for its SHA-256, tensor manifest and delta from the previous
- * checkpoint of the run, in the order checkpoints are submitted.
+ * The recorder's reader workers. A checkpoint worker is one thread that
+ * reads each checkpoint once for its SHA-256, tensor manifest and delta from
+ * the previous checkpoint of the run, in the order checkpoints are
+ * submitted. A shard worker (threads > 1 allowed, no order) reads data files
+ * that are archives once for their SHA-256 and member manifest.
  *
  * Deltas need the previous checkpoint's float tensors even after its file
  * was overwritten in place (torch.save to the same path truncates the same
@@ -30,13 +32,23 @@ typedef struct cr_ckpt_result {
 	json_t *delta;             /* delta from the checkpoint submitted as base_tag, or NULL */
 	uint64_t base_tag;
 	char manifest_error[256];  /* why there is no manifest ("" when there is) */
+	json_t *shard;             /* shard jobs: the member manifest, or NULL */
+	uint8_t shard_sha256[CR_SHA256_SIZE];
 	char error[256];           /* message when rc < 0 */
 } cr_ckpt_result;
 
-/* tmpdir holds the base files (unlinked); deltas are off when want_delta is 0. */
-int cr_ckpt_worker_new(cr_ckpt_worker **out, const char *tmpdir, int want_delta);
+/*
+ * tmpdir holds the base files (unlinked); deltas are off when want_delta is
+ * 0. threads must be 1 for checkpoints (deltas follow submission order).
+ */
+int cr_ckpt_worker_new(cr_ckpt_worker **out, const char *tmpdir, int want_delta, unsigned threads);
 /* Queue a checkpoint open for reading at fd (consumed); path names it. */
 int cr_ckpt_worker_submit(cr_ckpt_worker *w, uint64_t tag, const char *path, int fd);
+/* Queue a data file that is an archive (fd consumed, or path opened when fd < 0). */
+int cr_ckpt_worker_submit_shard(cr_ckpt_worker *w, uint64_t tag, const char *path, int fd);
+
+/* Whether a data file's name says it is an archive worth a member manifest. */
+int cr_shard_name(const char *path, size_t len);
 /* Move up to max finished results to out (never blocks); the caller owns their JSON. */
 size_t cr_ckpt_worker_collect(cr_ckpt_worker *w, cr_ckpt_result *out, size_t max);
 /* Jobs queued, running or finished but not collected. */

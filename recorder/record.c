@@ -194,6 +194,9 @@ typedef struct version {
 	uint8_t sha[32];
 	uint64_t leaf;          /* its input event, once appended */
 	json_t *labels;         /* from cleanroom.input(), or NULL */
+	json_t *shard;          /* an archive's member manifest, until its event is out */
+	uint8_t shard_sha[32];
+	char *shard_error;      /* why an archive-named file has no member manifest */
 } version;
 
 /* A file of the run's environment (code, libraries, executables). */
@@ -243,7 +246,7 @@ typedef struct item {
 } item;
 
 /* Hash jobs in flight: tag -> what waits for it. */
-typedef enum job_kind { JOB_VERSION, JOB_ENV, JOB_CHECKPOINT } job_kind;
+typedef enum job_kind { JOB_VERSION, JOB_ENV, JOB_CHECKPOINT, JOB_SHARD } job_kind;
 typedef struct job {
 	job_kind kind;
 	size_t index;           /* version or env index */
@@ -288,6 +291,7 @@ typedef struct rec {
 	cr_classifier *cls;
 	cr_hash_pool *pool;
 	cr_ckpt_worker *ckw;    /* checkpoints: hash, tensor manifest, delta, in order */
+	cr_ckpt_worker *shw;    /* data shards: hash and member manifest */
 	char run[37];
 	int epfd, listen_fd, sig_fd, timer_fd;
 	char sockdir[64], sockpath[96];
@@ -560,7 +564,19 @@ static int on_read(rec *r, const cr_wire_event *ev, json_t *labels)
 			r->res->changed++;
 		if (kmap_put(&r->by_path, ev->path, ev->path_len, idx) != 0)
 			return CR_ENOMEM;
-		if (cache_hit(r, &ev->id, v->sha)) {
+		if (cr_shard_name(v->path, v->path_len)) {
+			/* An archive: its members are listed, so it is read even when its hash is cached. */
+			int rc;
+
+			if ((rc = job_add(r, JOB_SHARD, idx, NULL, &tag)) != 0)
+				return rc;
+			if (cr_ckpt_worker_submit_shard(r->shw, tag, v->path, -1) != 0) {
+				cr_error_clear();
+				v->hashed = 1;
+				v->changed = 1; /* gone or unreadable by the time we looked */
+				r->res->changed++;
+			}
+		} else if (cache_hit(r, &ev->id, v->sha)) {
 			v->hashed = 1;
 		} else {
 			int rc;
@@ -1004,8 +1020,18 @@ static int version_event(rec *r, version *v, uint64_t *leaf)
 		cr_event_set_hex(ev, "sha256", v->sha, 32);
 	if (v->labels)
 		json_object_set(ev, "labels", v->labels);
+	if (v->shard && !v->changed) {
+		json_object_set(ev, "shard", v->shard);
+		cr_event_set_hex(ev, "shard_sha256", v->shard_sha, 32);
+	} else if (v->shard_error && !v->changed) {
+		cr_event_set_str(ev, "shard_error", v->shard_error);
+	}
 	rc = append(r, ev, leaf);
 	json_decref(ev);
+	json_decref(v->shard); /* kept in the log now */
+	v->shard = NULL;
+	free(v->shard_error);
+	v->shard_error = NULL;
 	if (!rc) {
 		r->res->inputs++;
 		r->res->input_bytes += v->id.size;
@@ -1175,6 +1201,25 @@ static void collect_checkpoints(rec *r)
 	cr_ckpt_result res[8];
 	size_t n;
 
+	while ((n = cr_ckpt_worker_collect(r->shw, res, 8)) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			version *v = &r->versions[r->jobs[res[i].tag].index];
+
+			v->hashed = 1;
+			if (res[i].rc == 0 && same_id(&v->id, &res[i].id)) {
+				memcpy(v->sha, res[i].sha256, 32);
+				v->shard = res[i].shard;
+				res[i].shard = NULL;
+				memcpy(v->shard_sha, res[i].shard_sha256, 32);
+				if (res[i].manifest_error[0])
+					v->shard_error = strdup(res[i].manifest_error);
+			} else {
+				v->changed = 1;
+				r->res->changed++;
+			}
+			cr_ckpt_result_clear(&res[i]);
+		}
+	}
 	while ((n = cr_ckpt_worker_collect(r->ckw, res, 8)) > 0) {
 		for (size_t i = 0; i < n; i++) {
 			item *it = r->jobs[res[i].tag].it;
@@ -1652,6 +1697,8 @@ static int setup(rec *r)
 	epoll_ctl(r->epfd, EPOLL_CTL_ADD, cr_hash_pool_eventfd(r->pool), &ee);
 	ee.data.ptr = r->ckw;
 	epoll_ctl(r->epfd, EPOLL_CTL_ADD, cr_ckpt_worker_eventfd(r->ckw), &ee);
+	ee.data.ptr = r->shw;
+	epoll_ctl(r->epfd, EPOLL_CTL_ADD, cr_ckpt_worker_eventfd(r->shw), &ee);
 	return 0;
 }
 
@@ -1669,6 +1716,7 @@ static void teardown(rec *r)
 	free(r->stage);
 	cr_hash_pool_free(r->pool);
 	cr_ckpt_worker_free(r->ckw);
+	cr_ckpt_worker_free(r->shw);
 	while (r->head) {
 		item *it = r->head;
 
@@ -1678,6 +1726,8 @@ static void teardown(rec *r)
 	for (size_t i = 0; i < r->n_versions; i++) {
 		free(r->versions[i].path);
 		json_decref(r->versions[i].labels);
+		json_decref(r->versions[i].shard);
+		free(r->versions[i].shard_error);
 	}
 	free(r->versions);
 	for (size_t i = 0; i < r->n_envs; i++)
@@ -1764,7 +1814,8 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 	    (rc = cr_classifier_new(&r.cls, opts->data_roots, opts->n_data_roots,
 	                            opts->checkpoint_globs, opts->n_checkpoint_globs)) != 0 ||
 	    (rc = cr_hash_pool_new(&r.pool, opts->hash_threads ? opts->hash_threads : record_threads())) != 0 ||
-	    (rc = cr_ckpt_worker_new(&r.ckw, cr_store_path(store), !opts->no_delta)) != 0)
+	    (rc = cr_ckpt_worker_new(&r.ckw, cr_store_path(store), !opts->no_delta, 1)) != 0 ||
+	    (rc = cr_ckpt_worker_new(&r.shw, cr_store_path(store), 0, record_threads())) != 0)
 		goto done;
 	snprintf(out->run_id, sizeof(out->run_id), "%s", r.run);
 	if ((rc = setup(&r)) != 0)
@@ -1838,7 +1889,7 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 					reap(&r); /* in case a SIGCHLD was merged with another */
 			} else if (p == r.pool) {
 				collect_hashes(&r);
-			} else if (p == r.ckw) {
+			} else if (p == r.ckw || p == r.shw) {
 				collect_checkpoints(&r);
 			} else {
 				conn_readable(&r, p);
@@ -1877,7 +1928,8 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 		collect_checkpoints(&r);
 		drain_pipeline(&r);
 		if (r.head && !item_ready(&r, r.head)) {
-			if (!cr_hash_pool_busy(r.pool) && !cr_ckpt_worker_busy(r.ckw)) {
+			if (!cr_hash_pool_busy(r.pool) && !cr_ckpt_worker_busy(r.ckw) &&
+			    !cr_ckpt_worker_busy(r.shw)) {
 				cr_error_set(CR_ERROR, "internal: an event waits for a hash nobody computes");
 				set_fail(&r, CR_ERROR);
 				break;
@@ -1885,7 +1937,7 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 			usleep(1000);
 		}
 	}
-	while (cr_hash_pool_busy(r.pool) || cr_ckpt_worker_busy(r.ckw)) {
+	while (cr_hash_pool_busy(r.pool) || cr_ckpt_worker_busy(r.ckw) || cr_ckpt_worker_busy(r.shw)) {
 		collect_hashes(&r);
 		collect_checkpoints(&r);
 		usleep(1000);

@@ -170,6 +170,32 @@ static int tensor_from_json(const json_t *e, cr_tensor *t, size_t i)
 	return 0;
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Names are what deltas and replay match on: refuse a manifest that repeats one. */
+static int check_unique(const cr_manifest *m)
+{
+	const char **names;
+	int rc = 0;
+
+	if (m->n < 2)
+		return 0;
+	if ((names = malloc(m->n * sizeof(*names))) == NULL)
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	for (size_t i = 0; i < m->n; i++)
+		names[i] = m->tensors[i].name;
+	qsort(names, m->n, sizeof(*names), str_cmp);
+	for (size_t i = 1; i < m->n && !rc; i++)
+		if (strcmp(names[i], names[i - 1]) == 0)
+			rc = cr_error_set(CR_EINVAL, "tensor manifest: tensor name '%s' appears twice",
+			                  names[i]);
+	free(names);
+	return rc;
+}
+
 int cr_manifest_from_json(const json_t *j, cr_manifest **out)
 {
 	const json_t *format, *note, *tensors, *type, *v;
@@ -224,6 +250,8 @@ int cr_manifest_from_json(const json_t *j, cr_manifest **out)
 		if (rc)
 			goto done;
 	}
+	if ((rc = check_unique(m)) != 0)
+		goto done;
 	/* The digest covers the canonical form of what was read, re-encoded from the fields. */
 	if ((rc = cr_manifest_json(m, &again)) != 0 || (rc = cr_event_encode(again, &b)) != 0)
 		goto done;

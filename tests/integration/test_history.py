@@ -340,5 +340,76 @@ for step in range(3):
             self.assertEqual(changed["out.weight"]["l2"], changed["emb.weight"]["l2"])
 
 
+class Shards(crtest.TestCase):
+    """WebDataset-style shards: each archive read by the training gets a member
+    manifest, and `find` traces one sample inside a shard to the checkpoint."""
+
+    SCRIPT = r"""
+import sys, tarfile, zipfile, torch
+total = 0
+for name in sys.argv[1:-1]:
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(name) as z:
+            for m in z.namelist():
+                total += len(z.read(m))
+    else:
+        with tarfile.open(name) as t:
+            for m in t:
+                if m.isfile():
+                    total += len(t.extractfile(m).read())
+torch.save({"w": torch.full((4,), float(total))}, sys.argv[-1])
+"""
+
+    def test_members_recorded_and_found(self):
+        import io
+        import tarfile
+        d = os.path.realpath(tempfile.mkdtemp(prefix="cr-shards-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        data = os.path.join(d, "data")
+        os.makedirs(data)
+        samples = {}
+        for k, mode in ((0, "w:gz"), (1, "w")):
+            path = os.path.join(data, "shard-%06d.tar%s" % (k, ".gz" if mode == "w:gz" else ""))
+            with tarfile.open(path, mode) as t:
+                for i in range(5):
+                    name = "%06d.cls" % (k * 10 + i)
+                    body = ("label %d of shard %d" % (i, k)).encode() * (i + 1)
+                    info = tarfile.TarInfo(name)
+                    info.size = len(body)
+                    t.addfile(info, io.BytesIO(body))
+                    samples[name] = (path, hashlib.sha256(body).hexdigest(), len(body))
+        zpath = os.path.join(data, "extra.zip")
+        with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("zz/sample.txt", b"zip member " * 50)
+        samples["zz/sample.txt"] = (zpath, hashlib.sha256(b"zip member " * 50).hexdigest(), 550)
+        script = os.path.join(d, "read.py")
+        with open(script, "w") as f:
+            f.write(self.SCRIPT)
+        store = crtest.Store(os.path.join(d, "store"))
+        shards = sorted(os.path.join(data, n) for n in os.listdir(data))
+        r = crtest.cleanroom("record", "--quiet", "--data", data, "--", PY, script, *shards,
+                             os.path.join(d, "w.pt"), store=store.path, timeout=600)
+        self.assertEqual(r.rc, 0, r)
+        inputs = {e["event"]["path"]: e["event"] for e in store.events() if e["event"]["type"] == "input"}
+        self.assertEqual(sorted(inputs), shards)
+        for path, ev in inputs.items():
+            self.assertEqual(ev["sha256"], crtest.file_sha256(path))
+            sh = ev["shard"]
+            self.assertEqual(ev["shard_sha256"], crtest.sha256(crtest.canonical(sh)).hex())
+            want = {n: (h, size) for n, (p, h, size) in samples.items() if p == path}
+            self.assertEqual({m["name"]: (m["sha256"], m["size"]) for m in sh["members"]}, want)
+        self.assertEqual(inputs[zpath]["shard"]["format"], "zip")
+        for name, (path, sha, _) in samples.items():
+            for key in (sha, name):
+                r = crtest.cleanroom("find", "--json", key, store=store.path)
+                self.assertEqual(r.rc, 0, r)
+                m = [m for m in r.json()["matches"] if m.get("member") == name]
+                self.assertEqual(len(m), 1, r.out)
+                self.assertEqual(m[0]["path"], path)
+                self.assertEqual(m[0]["sha256"], sha)
+                self.assertEqual([os.path.basename(c["path"]) for c in m[0]["checkpoints"] if c["direct"]],
+                                 ["w.pt"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -251,6 +251,16 @@ static void test_safetensors_basic(void)
 	CHECK(memcmp(back->digest, m->digest, CR_SHA256_SIZE) != 0);
 	cr_manifest_free(back);
 	back = NULL;
+	{
+		/* a repeated name is refused */
+		json_t *j2 = json_deep_copy(j);
+
+		json_object_set_new(json_array_get(json_object_get(j2, "tensors"), 1), "name",
+		                    json_string("w"));
+		CHECK(cr_manifest_from_json(j2, &back) == CR_EINVAL && back == NULL);
+		CHECK(strstr(cr_error_last(), "appears twice") != NULL);
+		json_decref(j2);
+	}
 	json_object_set_new(json_array_get(json_object_get(j, "tensors"), 0), "sha256",
 	                    json_string("XYZ"));
 	CHECK(cr_manifest_from_json(j, &back) == CR_EINVAL && back == NULL);
