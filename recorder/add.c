@@ -304,6 +304,9 @@ enum { PENDING = 0, SETTLED = 1, FAILED = -1 };
 typedef struct slot {
 	signed char state;
 	signed char unchanged;       /* recorded before with this path and content */
+	signed char cache;           /* put id -> sha in the hash cache with the append */
+	cr_file_id id;
+	uint8_t sha[CR_SHA256_SIZE];
 	cr_store_prepared prep;      /* the input event, when not unchanged */
 	int fatal;                   /* the store could not be read: stop */
 	char message[256];
@@ -412,6 +415,7 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_e
 			st->files++;
 			s->state = PENDING;
 			s->unchanged = 0;
+			s->cache = 0;
 			s->fatal = 0;
 			cr_store_prepared_clear(&s->prep);
 			if ((rc = cr_hash_pool_submit(pool, ahead, files[ahead].ptr, -1)) != 0)
@@ -445,9 +449,9 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_e
 			} else {
 				st->hashed_files++;
 				st->hashed_bytes += r->id.size;
-				if (!cr_file_id_racy(&r->id) &&
-				    (rc = cr_store_cache_put(store, &r->id, r->sha256)) != 0)
-					return rc;
+				s->cache = !cr_file_id_racy(&r->id);
+				s->id = r->id;
+				memcpy(s->sha, r->sha256, CR_SHA256_SIZE);
 			}
 			s->state = SETTLED;
 		}
@@ -456,6 +460,10 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_e
 			slot *s = &a->win[next % a->window];
 
 			next++;
+			/* In the batch's transaction, so that a crash keeps the cache and the log in step. */
+			if (s->state == SETTLED && s->cache &&
+			    (rc = cr_store_cache_put(store, &s->id, s->sha)) != 0)
+				return rc;
 			if (s->state == SETTLED && s->unchanged) {
 				st->unchanged++;
 			} else if (s->state == SETTLED) {

@@ -27,6 +27,13 @@ step "status"
 step "the lineage of the second checkpoint"
 "$cr" lineage --store store checkpoints/epoch-2.pt
 
+step "the second checkpoint's tensor manifest and its delta from the first"
+"$cr" show --store store checkpoints/epoch-2.pt
+
+step "which checkpoints one training image fed"
+sample=$(find data -name '*.npy' | sort | head -1)
+"$cr" find --store store "$sample"
+
 step "an inclusion proof for the final weights"
 final=$("$cr" lineage --store store --json checkpoints/model.safetensors |
 	/usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["index"])')
@@ -41,5 +48,8 @@ step "make a signing key, seal the log and write the audit bundle"
 
 step "verify the bundle offline, with the data and checkpoints on disk"
 "$cr" verify --key keys/cleanroom.pub --data data --checkpoints checkpoints bundle.tar.zst
+
+step "replay the checkpoint history from the bundle against the files"
+"$cr" replay --key keys/cleanroom.pub --checkpoints checkpoints bundle.tar.zst
 
 printf '\nThe store is in %s/store (log.git is a plain git repository); the bundle is\n%s/bundle.tar.zst and its public key %s/keys/cleanroom.pub.\n' "$demo" "$demo" "$demo"
