@@ -8,16 +8,19 @@
  *
  * Earlier seals of the store (<store>/seals/<size>.note) signed by the
  * bundle's key for the same origin each get a consistency proof to the
- * sealed size, the seal itself carried in the line; a seal of ours whose
- * root the log no longer has at that size stops the bundle (the log was
+ * sealed size, the seal itself carried in the line (docs/formats/bundle.md,
+ * "Earlier seals and their consistency proofs"); a seal of ours whose root
+ * the log no longer has at that size stops the bundle (the log was
  * rewritten after it was sealed).
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <archive.h>
@@ -191,18 +194,31 @@ static int seal_sizes(const char *dir, uint64_t limit, u64list *out)
 	return rc;
 }
 
-/* A seal file, whole: CR_ERANGE when it is over max bytes. *out is malloc'ed. */
+/*
+ * A seal file, whole: CR_ERANGE when it is over max bytes or not a regular
+ * file (never waiting on a fifo). *out is malloc'ed.
+ */
 static int read_seal(const char *path, size_t max, char **out, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	FILE *f = NULL;
+	struct stat st;
 	char *buf = NULL;
 	size_t n;
 	int rc = 0;
 
 	*out = NULL;
 	*len = 0;
-	if (!f)
+	if (fd < 0)
 		return cr_error_set_errno(CR_EIO, errno, "cannot open seal %s", path);
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return cr_error_set(CR_ERANGE, "seal %s is not a regular file", path);
+	}
+	if ((f = fdopen(fd, "rb")) == NULL) {
+		close(fd);
+		return cr_error_set_errno(CR_EIO, errno, "cannot open seal %s", path);
+	}
 	if ((buf = malloc(max + 1)) == NULL) {
 		fclose(f);
 		return cr_error_set(CR_ENOMEM, "out of memory");

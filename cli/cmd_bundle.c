@@ -172,8 +172,8 @@ int cmd_bundle(int argc, char **argv)
 	}
 	if (bs.seals_skipped)
 		fprintf(stderr, "cleanroom bundle: note: %llu earlier seals in %s/%s were left out "
-		        "(another key, key name or origin)\n", (unsigned long long)bs.seals_skipped,
-		        store_path, CR_SEAL_DIR);
+		        "(another key, key name or origin, not a seal, or over %u bytes)\n",
+		        (unsigned long long)bs.seals_skipped, store_path, CR_SEAL_DIR, CR_BUNDLE_SEAL_MAX);
 	goto done;
 fail:
 	cli_fail("bundle", rc);

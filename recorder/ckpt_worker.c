@@ -18,9 +18,11 @@
 #include <unistd.h>
 
 #include "cleanroom/error.h"
+#include "cleanroom/event.h"
 #include "cleanroom/shards.h"
 #include "cleanroom/tensors.h"
 #include "recorder/ckpt_worker.h"
+#include "util/buf.h"
 
 typedef struct cjob {
 	struct cjob *next;
@@ -104,6 +106,35 @@ static int hash_only(cjob *j, cr_ckpt_result *r)
 	return rc;
 }
 
+/*
+ * Events are at most CR_EVENT_MAX_SIZE bytes; a manifest that would not fit
+ * beside the rest of its event is left out, and the event says so (its
+ * digest still names it).
+ */
+#define MANIFEST_MAX (CR_EVENT_MAX_SIZE / 2)
+
+static int too_large(json_t **j, cr_ckpt_result *r, const char *what, size_t count)
+{
+	cr_buf enc = CR_BUF_INIT;
+	int big;
+
+	if (cr_event_encode(*j, &enc) != 0) {
+		cr_error_clear();
+		cr_buf_free(&enc);
+		return 0;
+	}
+	big = enc.len > MANIFEST_MAX;
+	if (big) {
+		r->manifest_dropped = 1;
+		snprintf(r->manifest_error, sizeof(r->manifest_error), "the %s (%zu entries, %zu bytes) is over the %u-byte limit of an event's"
+		         " manifest; its digest is kept", what, count, enc.len, (unsigned)MANIFEST_MAX);
+		json_decref(*j);
+		*j = NULL;
+	}
+	cr_buf_free(&enc);
+	return big;
+}
+
 static void run_job(cr_ckpt_worker *w, cjob *j, cr_ckpt_result *r)
 {
 	cr_manifest_opts o;
@@ -171,8 +202,12 @@ static void run_job(cr_ckpt_worker *w, cjob *j, cr_ckpt_result *r)
 			snprintf(r->manifest_error, sizeof(r->manifest_error), "%s", cr_error_last());
 		} else {
 			memcpy(r->manifest_sha256, m->digest, CR_SHA256_SIZE);
-			if (d && cr_delta_json(d, &r->delta) == 0)
+			too_large(&r->manifest, r, "tensor manifest", m->n);
+			if (d && cr_delta_json(d, &r->delta) == 0) {
 				r->base_tag = w->prev.tag;
+				if (too_large(&r->delta, r, "delta", d->n_changed))
+					r->base_tag = UINT64_MAX;
+			}
 		}
 		/* This checkpoint becomes the base of the next delta (none without a base file). */
 		base_clear(&w->prev);
@@ -230,9 +265,10 @@ static void run_shard(cjob *j, cr_ckpt_result *r)
 			goto fail;
 	} else {
 		memcpy(r->sha256, sh->file_sha256, CR_SHA256_SIZE);
-		if (cr_shard_json(sh, &r->shard) == 0)
+		if (cr_shard_json(sh, &r->shard) == 0) {
 			memcpy(r->shard_sha256, sh->digest, CR_SHA256_SIZE);
-		else
+			too_large(&r->shard, r, "member manifest", sh->n);
+		} else
 			snprintf(r->manifest_error, sizeof(r->manifest_error), "%s", cr_error_last());
 	}
 	if (fstat(j->fd, &after) < 0 || !same_stat(&before, &after)) {

@@ -32,6 +32,7 @@ typedef struct cr_ckpt_result {
 	json_t *delta;             /* delta from the checkpoint submitted as base_tag, or NULL */
 	uint64_t base_tag;
 	char manifest_error[256];  /* why there is no manifest ("" when there is) */
+	int manifest_dropped;      /* made but too large for an event: only its digest is kept */
 	json_t *shard;             /* shard jobs: the member manifest, or NULL */
 	uint8_t shard_sha256[CR_SHA256_SIZE];
 	char error[256];           /* message when rc < 0 */

@@ -197,6 +197,7 @@ typedef struct version {
 	json_t *shard;          /* an archive's member manifest, until its event is out */
 	uint8_t shard_sha[32];
 	char *shard_error;      /* why an archive-named file has no member manifest */
+	int shard_dropped;      /* too large for the event: only its digest */
 } version;
 
 /* A file of the run's environment (code, libraries, executables). */
@@ -241,6 +242,7 @@ typedef struct item {
 	json_t *delta;          /* IT_CHECKPOINT: delta from the checkpoint item base */
 	size_t base;            /* IT_CHECKPOINT: ckpt index the delta is from, or SIZE_MAX */
 	char manifest_error[256];
+	int manifest_dropped;   /* too large for the event: only its digest */
 	crw_file_id id;         /* IT_CHECKPOINT: at close */
 	crw_file_id read_id;    /* IT_CHECKPOINT: as hashed */
 } item;
@@ -1020,12 +1022,12 @@ static int version_event(rec *r, version *v, uint64_t *leaf)
 		cr_event_set_hex(ev, "sha256", v->sha, 32);
 	if (v->labels)
 		json_object_set(ev, "labels", v->labels);
-	if (v->shard && !v->changed) {
+	if (v->shard && !v->changed)
 		json_object_set(ev, "shard", v->shard);
+	if (!v->changed && (v->shard || v->shard_dropped))
 		cr_event_set_hex(ev, "shard_sha256", v->shard_sha, 32);
-	} else if (v->shard_error && !v->changed) {
+	if (v->shard_error && !v->changed)
 		cr_event_set_str(ev, "shard_error", v->shard_error);
-	}
 	rc = append(r, ev, leaf);
 	json_decref(ev);
 	json_decref(v->shard); /* kept in the log now */
@@ -1129,12 +1131,12 @@ static int append_item(rec *r, item *it)
 	case IT_CHECKPOINT:
 		if (it->rc == 0) {
 			cr_event_set_hex(it->ev, "sha256", it->sha, 32);
-			if (it->manifest) {
+			if (it->manifest)
 				json_object_set(it->ev, "tensors", it->manifest);
+			if (it->manifest || it->manifest_dropped)
 				cr_event_set_hex(it->ev, "tensors_sha256", it->manifest_sha, 32);
-			} else if (it->manifest_error[0]) {
+			if (it->manifest_error[0])
 				cr_event_set_str(it->ev, "tensors_error", it->manifest_error);
-			}
 			if (it->delta && it->base != SIZE_MAX && r->ckpts[it->base].leaf != NO_LEAF) {
 				json_object_set_new(it->delta, "previous",
 				                    json_integer((json_int_t)r->ckpts[it->base].leaf));
@@ -1213,6 +1215,7 @@ static void collect_checkpoints(rec *r)
 				memcpy(v->shard_sha, res[i].shard_sha256, 32);
 				if (res[i].manifest_error[0])
 					v->shard_error = strdup(res[i].manifest_error);
+				v->shard_dropped = res[i].manifest_dropped;
 			} else {
 				v->changed = 1;
 				r->res->changed++;
@@ -1237,6 +1240,7 @@ static void collect_checkpoints(rec *r)
 			it->delta = res[i].delta;
 			it->base = res[i].delta ? r->jobs[res[i].base_tag].index : SIZE_MAX;
 			snprintf(it->manifest_error, sizeof(it->manifest_error), "%s", res[i].manifest_error);
+			it->manifest_dropped = res[i].manifest_dropped;
 		}
 	}
 }

@@ -808,8 +808,8 @@ int cr_pt_map_pickle(const cr_pkl *pk, const char *what, cr_pt_map **out)
 		return cr_error_set(CR_ENOMEM, "out of memory");
 	if ((rc = cr_buf_puts(&w.name, "")) < 0)
 		goto done;
-	/* Marks are only set while a node is on the walk's path; the cast is the
-	   one place the tree is touched. */
+	/* walk() writes only the nodes' mark field (the reader's to use), and
+	   clears each mark as it leaves the node. */
 	rc = walk(&w, cr_pkl_root(pk), 0);
 done:
 	smap_free(&w.keys);
@@ -849,7 +849,6 @@ typedef struct pt_ctx {
 	/* central directory, sorted by offset */
 	cd_entry *cd;
 	size_t ncd;
-	smap cd_names;
 	/* torch */
 	char *prefix;               /* "<archive>/" */
 	cr_pt_map *map;
@@ -939,6 +938,7 @@ static int pread_full(pt_ctx *c, void *buf, size_t n, uint64_t off)
 static int cd_read(pt_ctx *c)
 {
 	uint8_t *tail = NULL, *cdb = NULL, z[56];
+	smap names = {0};
 	size_t tail_len, i, pos;
 	uint64_t eocd_pos, cd_off, cd_size, count, cd_end, expand = 0, limit;
 	int rc = 0;
@@ -1072,13 +1072,14 @@ static int cd_read(pt_ctx *c)
 				          e->name);
 				goto done;
 			}
-			expand += e->usize;
+			if (__builtin_add_overflow(expand, e->usize, &expand))
+				expand = UINT64_MAX;
 		}
-		if (smap_get(&c->cd_names, e->name, nlen, NULL)) {
+		if (smap_get(&names, e->name, nlen, NULL)) {
 			rc = zbad(c, "duplicate member name", e->name);
 			goto done;
 		}
-		if ((rc = smap_put(&c->cd_names, e->name, nlen, i)) < 0)
+		if ((rc = smap_put(&names, e->name, nlen, i)) < 0)
 			goto done;
 		pos += 46 + nlen + xlen + clen;
 	}
@@ -1094,8 +1095,6 @@ static int cd_read(pt_ctx *c)
 		goto done;
 	}
 	qsort(c->cd, c->ncd, sizeof(*c->cd), cd_cmp);
-	/* smap values were indices before sorting: rebuild. */
-	smap_free(&c->cd_names);
 	for (i = 0; i < c->ncd; i++) {
 		/* A local header is at least 30 bytes plus the name before the data. */
 		uint64_t end = c->cd[i].offset + 30 + c->cd[i].name_len + c->cd[i].csize;
@@ -1108,10 +1107,9 @@ static int cd_read(pt_ctx *c)
 			rc = zbad(c, "member runs into the central directory", c->cd[i].name);
 			goto done;
 		}
-		if ((rc = smap_put(&c->cd_names, c->cd[i].name, c->cd[i].name_len, i)) < 0)
-			goto done;
 	}
 done:
+	smap_free(&names);
 	free(tail);
 	free(cdb);
 	return rc;
@@ -1570,7 +1568,6 @@ done:
 	for (i = 0; i < c.ncd; i++)
 		free(c.cd[i].name);
 	free(c.cd);
-	smap_free(&c.cd_names);
 	if (c.members)
 		for (i = 0; c.map && i < c.map->nstorages; i++)
 			free(c.members[i]);

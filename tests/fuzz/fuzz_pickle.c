@@ -35,13 +35,16 @@ static void touch(const uint8_t *p, size_t n)
 	sink ^= acc;
 }
 
+/* Deep enough for the corpus, shallow enough for this harness's own stack. */
+#define MAX_VISIT_DEPTH 1000
+
 /* Every value once: nodes are marked (the tree may share and cycle). */
-static void visit(const cr_pkl_val *v, size_t *budget)
+static void visit(const cr_pkl_val *v, size_t *budget, size_t depth)
 {
 	cr_pkl_node *n;
 	size_t i;
 
-	if (!*budget)
+	if (!*budget || depth > MAX_VISIT_DEPTH)
 		return;
 	(*budget)--;
 	switch (v->kind) {
@@ -59,48 +62,48 @@ static void visit(const cr_pkl_val *v, size_t *budget)
 		return;
 	n->mark = 1;
 	for (i = 0; i < n->n; i++)
-		visit(&n->items[i], budget);
+		visit(&n->items[i], budget, depth + 1);
 	for (i = 0; i < 2 * n->npairs; i++)
-		visit(&n->pairs[i], budget);
+		visit(&n->pairs[i], budget, depth + 1);
 	switch (n->kind) {
 	case CR_PKL_GLOBAL:
 		touch(n->u.global.module, n->u.global.module_len);
 		touch(n->u.global.name, n->u.global.name_len);
 		break;
 	case CR_PKL_OBJECT:
-		visit(&n->u.object.callable, budget);
-		visit(&n->u.object.args, budget);
-		visit(&n->u.object.kwargs, budget);
+		visit(&n->u.object.callable, budget, depth + 1);
+		visit(&n->u.object.args, budget, depth + 1);
+		visit(&n->u.object.kwargs, budget, depth + 1);
 		if (n->u.object.has_state)
-			visit(&n->u.object.state, budget);
+			visit(&n->u.object.state, budget, depth + 1);
 		break;
-	case CR_PKL_PERSID: visit(&n->u.pid, budget); break;
+	case CR_PKL_PERSID: visit(&n->u.pid, budget, depth + 1); break;
 	default: break;
 	}
 }
 
 /* Undo the marks so the mapping (which uses them for cycles) starts clean. */
-static void unmark(const cr_pkl_val *v, size_t *budget)
+static void unmark(const cr_pkl_val *v, size_t *budget, size_t depth)
 {
 	cr_pkl_node *n;
 	size_t i;
 
-	if (!*budget || v->kind < CR_PKL_TUPLE || !v->u.node->mark)
+	if (!*budget || depth > MAX_VISIT_DEPTH + 1 || v->kind < CR_PKL_TUPLE || !v->u.node->mark)
 		return;
 	(*budget)--;
 	n = v->u.node;
 	n->mark = 0;
 	for (i = 0; i < n->n; i++)
-		unmark(&n->items[i], budget);
+		unmark(&n->items[i], budget, depth + 1);
 	for (i = 0; i < 2 * n->npairs; i++)
-		unmark(&n->pairs[i], budget);
+		unmark(&n->pairs[i], budget, depth + 1);
 	if (n->kind == CR_PKL_OBJECT) {
-		unmark(&n->u.object.callable, budget);
-		unmark(&n->u.object.args, budget);
-		unmark(&n->u.object.kwargs, budget);
-		unmark(&n->u.object.state, budget);
+		unmark(&n->u.object.callable, budget, depth + 1);
+		unmark(&n->u.object.args, budget, depth + 1);
+		unmark(&n->u.object.kwargs, budget, depth + 1);
+		unmark(&n->u.object.state, budget, depth + 1);
 	} else if (n->kind == CR_PKL_PERSID) {
-		unmark(&n->u.pid, budget);
+		unmark(&n->u.pid, budget, depth + 1);
 	}
 }
 
@@ -132,9 +135,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (cr_pkl_count(pk) > lim.max_values)
 		abort();
 	budget = 1u << 20;
-	visit(cr_pkl_root(pk), &budget);
+	visit(cr_pkl_root(pk), &budget, 0);
 	budget = 1u << 20;
-	unmark(cr_pkl_root(pk), &budget);
+	unmark(cr_pkl_root(pk), &budget, 0);
 	if (cr_pt_map_pickle(pk, "fuzz", &m) == 0) {
 		for (i = 0; i < m->n; i++) {
 			const cr_pt_tensor *t = &m->tensors[i];

@@ -1010,13 +1010,15 @@ class BundleTest(crtest.TestCase):
         leaves = W.s.leaves()
         body2 = ("%s\n2\n%s\n" % (W.origin, base64.b64encode(mth([leaf_hash(x) for x in leaves[:2]])).decode())).encode()
         # Left out: a seal of another key (at n + 1), a file in seals/ that is no
-        # seal, and one of ours over CR_BUNDLE_SEAL_MAX bytes (many cosignatures).
+        # seal, a fifo (never waited on), and one of ours over CR_BUNDLE_SEAL_MAX
+        # bytes (many cosignatures).
         add("late1.txt")
         r = cleanroom("seal", "--store", copy, "--key", W.key2)
         self.assertEqual(r.rc, 0, r)
         add("late2.txt")
         with open(os.path.join(seals, "%016d.note" % 1), "wb") as fh:
             fh.write(b"not a seal\n")
+        os.mkfifo(os.path.join(seals, "%016d.note" % 4))
         big = self.sign_note(body2, W.key) + b"".join(
             b"\xe2\x80\x94 other%d %s\n" % (i, base64.b64encode(b"\0" * 68)) for i in range(60))
         self.assertGreater(len(big), 4096)
@@ -1024,12 +1026,12 @@ class BundleTest(crtest.TestCase):
             fh.write(big)
         out = os.path.join(self.tmp, "seals.tar.zst")
         r, sizes = bundle(out)
-        self.assertEqual((r.json()["earlier_seals"], r.json()["seals_skipped"]), (2, 3))
+        self.assertEqual((r.json()["earlier_seals"], r.json()["seals_skipped"]), (2, 4))
         self.assertEqual(sizes, [W.old_size, n])
-        self.assertIn("cleanroom bundle: note: 3 earlier seals in %s/seals were left out" % copy, r.err)
+        self.assertIn("cleanroom bundle: note: 4 earlier seals in %s/seals were left out" % copy, r.err)
         self.verify(out, rc=EXIT_OK)
         # Ours only: each gets its line, by size; the bundle is still reproducible.
-        for size in (1, 2, n + 1):
+        for size in (1, 2, 4, n + 1):
             os.remove(os.path.join(seals, "%016d.note" % size))
         with open(os.path.join(seals, "%016d.note" % 2), "wb") as fh:
             fh.write(self.sign_note(body2, W.key))

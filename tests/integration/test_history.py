@@ -410,6 +410,26 @@ torch.save({"w": torch.full((4,), float(total))}, sys.argv[-1])
                 self.assertEqual([os.path.basename(c["path"]) for c in m[0]["checkpoints"] if c["direct"]],
                                  ["w.pt"])
 
+    def test_member_manifest_too_large_for_an_event(self):
+        import tarfile
+        d = os.path.realpath(tempfile.mkdtemp(prefix="cr-bigshard-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        data = os.path.join(d, "data")
+        os.makedirs(data)
+        big = os.path.join(data, "big.tar")
+        with tarfile.open(big, "w", format=tarfile.GNU_FORMAT) as t:
+            for i in range(70000):
+                t.addfile(tarfile.TarInfo("sample-%08d-with-a-fairly-long-name.cls" % i))
+        store = crtest.Store(os.path.join(d, "store"))
+        r = crtest.cleanroom("record", "--quiet", "--data", data, "--", PY, "-c",
+                             "open(%r, 'rb').read()" % big, store=store.path, timeout=600)
+        self.assertEqual(r.rc, 0, r)
+        ev = next(e["event"] for e in store.events() if e["event"]["type"] == "input")
+        self.assertEqual(ev["sha256"], crtest.file_sha256(big))
+        self.assertNotIn("shard", ev)
+        self.assertRegex(ev["shard_sha256"], "^[0-9a-f]{64}$")
+        self.assertIn("70000 entries", ev["shard_error"])
+
 
 if __name__ == "__main__":
     unittest.main()
