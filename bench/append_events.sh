@@ -2,7 +2,8 @@
 # Append N synthetic input events through the library (bench/append_events.c)
 # into a fresh store; print events/s and the store's bytes on disk per event
 # (log.git and index.sqlite apart and in total), again after `git gc` of
-# log.git, with the SQLite per-table sizes and the git object sizes.
+# log.git, with the SQLite per-table sizes and the git object sizes, and how
+# long the index takes to find a file by path and by SHA-256.
 #
 # Two ways of segmenting are measured:
 #   store   no explicit flushes: the store commits a segment whenever the
@@ -11,7 +12,8 @@
 #
 # usage: bench/append_events.sh   env: CLEANROOM, BENCH_TMPDIR, EVENTS (1000000),
 #        REPS (3, for events/s; sizes are from the first run), BATCHES ("0 4096"),
-#        BUILD_DIR (the folder of libcleanroom.a; default: that of $CLEANROOM)
+#        BUILD_DIR (the folder of libcleanroom.a; default: that of $CLEANROOM),
+#        LOOKUP_REPS (5)
 # Goal: >= 100,000 events/s and < 200 bytes/event.
 set -eu
 . "$(dirname "$0")/lib.sh"
@@ -35,6 +37,36 @@ echo
 disk() { du -scB1 "$@" | awk 'END { print $1 }'; }
 apparent() { du -scb "$@" | awk 'END { print $1 }'; }
 per_event() { calc "sprintf(\"%.1f\", $1 / $EVENTS)"; }
+
+# The lookups cr_store_find_files makes (recorder/index.c), timed with the
+# sqlite3 shell on the store just written (its pages in the page cache): by
+# path (a key prefix of files) and by SHA-256 (a scan of files: there is no
+# index on it, see docs/formats/index.md). Median of LOOKUP_REPS, each a new
+# process; the time of the same shell running no query is subtracted.
+LOOKUP_REPS=${LOOKUP_REPS:-5}
+lookups() {
+	db="$1/index.sqlite"
+	row=$(sqlite3 "$db" "SELECT quote(path), hex(sha256) FROM files WHERE idx = $((EVENTS * 7 / 9))")
+	path=${row%|*} sha=${row#*|}
+	by_sha="SELECT f.idx FROM files f JOIN events e ON e.idx = f.idx WHERE f.sha256 = x'$sha' AND ('input' IS NULL OR e.type = (SELECT code FROM types WHERE name = 'input')) ORDER BY f.idx;"
+	by_path="SELECT f.idx FROM files f JOIN events e ON e.idx = f.idx WHERE f.path = $path AND ('input' IS NULL OR e.type = (SELECT code FROM types WHERE name = 'input')) ORDER BY f.idx;"
+	cat "$db" >/dev/null
+	for what in none by_path by_sha; do
+		case $what in none) q="SELECT 1;" ;; by_path) q=$by_path ;; by_sha) q=$by_sha ;; esac
+		ts=()
+		for _ in $(seq "$LOOKUP_REPS"); do
+			t0=$EPOCHREALTIME
+			out=$(sqlite3 "$db" "PRAGMA cache_size=-65536; $q")
+			t1=$EPOCHREALTIME
+			ts+=("$(calc "$t1 - $t0")")
+		done
+		[ "$what" = none ] || [ "$out" = "$((EVENTS * 7 / 9))" ] || bench_die "lookup $what found '$out'"
+		eval "lk_$what=$(median "${ts[@]}")"
+	done
+	printf 'lookups:   files by path %.1f ms, files by SHA-256 (a scan of %d rows) %.1f ms; sqlite3 shell start %.1f ms subtracted\n' \
+		"$(calc "($lk_by_path > $lk_none) ? 1000 * ($lk_by_path - $lk_none) : 0")" "$EVENTS" \
+		"$(calc "($lk_by_sha > $lk_none) ? 1000 * ($lk_by_sha - $lk_none) : 0")" "$(calc "1000 * $lk_none")"
+}
 
 RESULTS=()
 for batch in $BATCHES; do
@@ -88,6 +120,7 @@ for batch in $BATCHES; do
 	echo "index.sqlite by table/index (dbstat: bytes in pages, per event; payload = bytes of row data):"
 	sqlite3 "$store/index.sqlite" "SELECT name, SUM(pgsize), SUM(payload) FROM dbstat GROUP BY name ORDER BY 2 DESC;" |
 		awk -F'|' -v n="$EVENTS" '$2 > 8192 { printf "  %-20s %12d  %7.1f B/event  (payload %.1f)\n", $1, $2, $2 / n, $3 / n }'
+	lookups "$store"
 	echo
 
 	total=$(per_event $((log_b + idx_b)))

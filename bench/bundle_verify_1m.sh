@@ -72,7 +72,7 @@ make_store() {
 }
 
 ROWS=()
-# usage: measure LABEL STORE [BUNDLE OPTIONS...]
+# usage: measure LABEL STORE [BUNDLE OPTIONS...]   (LABEL: [a-z_] only)
 measure() {
 	label=$1 store=$2
 	shift 2
@@ -97,7 +97,7 @@ measure() {
 	echo "verify:    median $(printf %.2f "$X_WALL") s wall, $X_CPU s CPU, peak RSS $X_RSS MiB (runs: $(fmt3 "${vw[@]}") s)"
 	echo "           $(grep -c '^ok' "$BENCH_TMP/.out") checks ok: $(tail -n 1 "$BENCH_TMP/.out" | cut -d: -f2- | cut -c1-60)"
 	ROWS+=("| $label | $events | $proofs | $(calc "sprintf(\"%.1f\", $bytes / 1048576)") | $(printf %.2f "$B_WALL") ($B_CPU) | $B_RSS | $(printf %.2f "$X_WALL") ($X_CPU) | $X_RSS |")
-	eval "R_${label//[^a-z0-9]/_}_VERIFY=$X_WALL R_${label//[^a-z0-9]/_}_RSS=$X_RSS"
+	eval "R_${label}_VERIFY=$X_WALL R_${label}_RSS=$X_RSS R_${label}_EVENTS=$events"
 }
 
 make_store "$BENCH_TMP/small" "$SMALL"
@@ -109,8 +109,9 @@ measure large "$BENCH_TMP/large"
 echo
 
 goal=$(awk -v t="$R_large_VERIFY" 'BEGIN { print (t < 10 ? "met" : "MISSED") }')
-echo "RESULT bundle_verify: verify of $EVENTS events in $(printf %.2f "$R_large_VERIFY") s (goal < 10 s: $goal);" \
-	"peak RSS $R_large_RSS MiB at $EVENTS events, $R_small_RSS MiB at $SMALL, $R_small_inputs_RSS MiB with $SMALL input proofs"
+echo "RESULT bundle_verify: verify of $R_large_EVENTS events in $(printf %.2f "$R_large_VERIFY") s (goal < 10 s: $goal);" \
+	"peak RSS $R_large_RSS MiB at $R_large_EVENTS events, $R_small_RSS MiB at $R_small_EVENTS," \
+	"$R_small_inputs_RSS MiB with $R_small_EVENTS input proofs"
 echo
 echo "| store | events | input proofs | bundle MiB | bundle s (CPU s) | bundle peak RSS MiB | verify s (CPU s) | verify peak RSS MiB |"
 echo "|-------|-------:|-------------:|-----------:|-----------------:|--------------------:|-----------------:|--------------------:|"

@@ -38,6 +38,7 @@ int cmd_show(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_find(int argc, char **argv);
+int cmd_manifest(int argc, char **argv);
 
 /* The store folder: --store, else $CLEANROOM_STORE, else ./.cleanroom. */
 const char *cli_store_path(const char *opt);

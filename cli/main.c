@@ -9,7 +9,6 @@
 #include "cli/common.h"
 
 
-int cmd_manifest(int argc, char **argv); /* cli/cmd_manifest.c */
 
 static const struct {
 	const char *name;

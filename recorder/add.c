@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,21 +39,38 @@
  */
 #define WINDOW_BATCHES 2
 
-/* A file to add: its path, an offset into the list's arena until the walk
- * is over, then a pointer. */
-typedef union file_ent {
-	size_t off;
-	const char *ptr;
+/*
+ * Folders are kept open while their files are hashed, up to this many (and
+ * half the descriptor limit), so that a worker opens a file by its name in
+ * the folder instead of looking up every folder of its path again.
+ */
+#define MAX_OPEN_DIRS 4096
+#define NO_DIR UINT32_MAX
+
+/*
+ * A file to add: its path (an offset into the list's arena until the walk
+ * is over, then a pointer), and the folder it was listed in (an index into
+ * the list's open folders, or NO_DIR) with the offset of its name in path.
+ */
+typedef struct file_ent {
+	union {
+		size_t off;
+		const char *ptr;
+	};
+	uint32_t dir;
+	uint32_t name_off;
 } file_ent;
 
 typedef struct file_list {
 	file_ent *items;
 	size_t n, cap;
 	cr_buf arena; /* every path, NUL-terminated */
+	int *dirs;    /* open folders */
+	size_t n_dirs, max_dirs;
 } file_list;
 
-/* Add dir/name (or dir alone when name is NULL). */
-static int list_push(file_list *l, const char *dir, size_t dir_len, const char *name)
+/* Add dir/name (or dir alone when name is NULL), listed in folder d. */
+static int list_push(file_list *l, const char *dir, size_t dir_len, const char *name, uint32_t d)
 {
 	size_t off = l->arena.len;
 	int rc;
@@ -70,12 +88,33 @@ static int list_push(file_list *l, const char *dir, size_t dir_len, const char *
 	    (name && ((rc = cr_buf_putc(&l->arena, '/')) != 0 || (rc = cr_buf_puts(&l->arena, name)) != 0)) ||
 	    (rc = cr_buf_putc(&l->arena, '\0')) != 0)
 		return rc;
-	l->items[l->n++].off = off;
+	l->items[l->n].off = off;
+	l->items[l->n].dir = name && dir_len < UINT32_MAX ? d : NO_DIR;
+	l->items[l->n].name_off = l->items[l->n].dir == NO_DIR ? 0 : (uint32_t)dir_len + 1;
+	l->n++;
 	return 0;
+}
+
+/* Keep a copy of the folder open at fd for the hashing; NO_DIR when not. */
+static uint32_t list_keep_dir(file_list *l, int fd)
+{
+	int copy;
+
+	if (l->n_dirs >= l->max_dirs)
+		return NO_DIR;
+	if (!l->dirs && (l->dirs = malloc(l->max_dirs * sizeof(*l->dirs))) == NULL)
+		return NO_DIR;
+	if ((copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return NO_DIR;
+	l->dirs[l->n_dirs] = copy;
+	return (uint32_t)l->n_dirs++;
 }
 
 static void list_free(file_list *l)
 {
+	for (size_t i = 0; i < l->n_dirs; i++)
+		close(l->dirs[i]);
+	free(l->dirs);
 	free(l->items);
 	cr_buf_free(&l->arena);
 }
@@ -169,6 +208,7 @@ static int walk(walker *w, int fd, int depth)
 {
 	DIR *d;
 	names nm = {CR_BUF_INIT, NULL, 0, 0};
+	uint32_t kept = NO_DIR;
 	int rc = 0;
 
 	if (depth > MAX_DEPTH) {
@@ -183,6 +223,10 @@ static int walk(walker *w, int fd, int depth)
 	}
 	if ((rc = read_names(d, &nm)) != 0)
 		goto done;
+	for (size_t i = 0; i < nm.n; i++) {
+		if (kept == NO_DIR && (unsigned char)nm.buf.ptr[nm.off[i] - 1] != DT_DIR)
+			kept = list_keep_dir(w->out, dirfd(d));
+	}
 	for (size_t i = 0; i < nm.n; i++) {
 		const char *name = nm.buf.ptr + nm.off[i];
 		unsigned char type = (unsigned char)name[-1];
@@ -220,7 +264,7 @@ static int walk(walker *w, int fd, int depth)
 			if (rc)
 				goto done;
 		} else if (type == DT_REG) {
-			if ((rc = list_push(w->out, w->path.ptr, w->path.len, name)) != 0)
+			if ((rc = list_push(w->out, w->path.ptr, w->path.len, name, kept)) != 0)
 				goto done;
 		} else {
 			walk_problem(w, name,
@@ -263,7 +307,7 @@ static int collect(const char *const *paths, size_t n, file_list *out, const cr_
 					rc = walk(&w, fd, 0);
 			}
 		} else if (S_ISREG(sb.st_mode)) {
-			rc = list_push(out, abs, strlen(abs), NULL);
+			rc = list_push(out, abs, strlen(abs), NULL, NO_DIR);
 		} else {
 			rc = cr_error_set(CR_EINVAL, "%s is neither a regular file nor a folder", paths[i]);
 		}
@@ -307,18 +351,26 @@ typedef struct slot {
 	signed char cache;           /* put id -> sha in the hash cache with the append */
 	cr_file_id id;
 	uint8_t sha[CR_SHA256_SIZE];
-	cr_store_prepared prep;      /* the input event, when not unchanged */
+	cr_store_prepared *prep;     /* the input event, when not unchanged */
+	struct timespec time;        /* its time: when the batch began */
 	int fatal;                   /* the store could not be read: stop */
 	char message[256];
 } slot;
 
 #define RETRY_TAG (1ull << 63)
 
+/* What each hashing thread keeps. */
+typedef struct worker_state {
+	cr_store_reader *reader;
+	json_t *ev;                  /* the input event, its fields replaced file by file */
+	struct timespec time;        /* the time ev holds */
+} worker_state;
+
 typedef struct adder {
 	slot *win;
 	size_t window;
-	cr_store_reader **readers;   /* one per worker */
-	unsigned n_readers;
+	worker_state *workers;
+	unsigned n_workers;          /* with a reader and an event */
 } adder;
 
 static slot *slot_of(adder *a, uint64_t tag)
@@ -340,9 +392,9 @@ static int known_hook(void *ctx, unsigned worker, uint64_t tag, const char *path
 	int rc;
 
 	(void)path;
-	if (worker >= a->n_readers)
+	if (worker >= a->n_workers)
 		return 0;
-	rc = cr_store_reader_cache_get(a->readers[worker], id, sha);
+	rc = cr_store_reader_cache_get(a->workers[worker].reader, id, sha);
 	if (rc == 0)
 		return 1;
 	if (rc == CR_ENOTFOUND) {
@@ -361,14 +413,14 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
 {
 	adder *a = ctx;
 	slot *s = slot_of(a, r->tag);
+	worker_state *w;
 	size_t len = strlen(path);
-	struct timespec now;
-	json_t *ev = NULL;
 	int rc;
 
-	if (r->rc != 0 || s->fatal || worker >= a->n_readers)
+	if (r->rc != 0 || s->fatal || worker >= a->n_workers)
 		return;
-	rc = cr_store_reader_file_recorded(a->readers[worker], path, len, r->sha256);
+	w = &a->workers[worker];
+	rc = cr_store_reader_file_recorded(w->reader, path, len, r->sha256);
 	if (rc < 0) {
 		slot_fail(s, rc);
 		return;
@@ -377,16 +429,17 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
 		s->unchanged = 1;
 		return;
 	}
-	clock_gettime(CLOCK_REALTIME, &now);
-	if ((rc = cr_event_new(&ev, "input")) != 0 ||
-	    (rc = cr_event_set_path(ev, "path", path, len)) != 0 ||
-	    (rc = cr_event_set_hex(ev, "sha256", r->sha256, CR_SHA256_SIZE)) != 0 ||
-	    (rc = cr_event_set_int(ev, "size", (int64_t)r->id.size)) != 0 ||
-	    (rc = cr_event_set_time(ev, "time", &now)) != 0 ||
-	    (rc = cr_event_set_str(ev, "via", "add")) != 0 ||
-	    (rc = cr_store_prepare(&s->prep, ev)) != 0)
+	/* The same event object for every file: only what differs is set again. */
+	json_object_del(w->ev, "path");
+	json_object_del(w->ev, "path_b64");
+	if ((w->time.tv_sec != s->time.tv_sec || w->time.tv_nsec != s->time.tv_nsec) &&
+	    (rc = cr_event_set_time(w->ev, "time", &s->time)) == 0)
+		w->time = s->time;
+	if (rc != 0 || (rc = cr_event_set_path(w->ev, "path", path, len)) != 0 ||
+	    (rc = cr_event_set_hex(w->ev, "sha256", r->sha256, CR_SHA256_SIZE)) != 0 ||
+	    (rc = cr_event_set_int(w->ev, "size", (int64_t)r->id.size)) != 0 ||
+	    (rc = cr_store_prepare(s->prep, w->ev)) != 0)
 		slot_fail(s, rc);
-	json_decref(ev);
 }
 
 /*
@@ -398,13 +451,25 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
  * commit at each batch's end, while the window keeps the pool busy with
  * the next batch.
  */
-static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_ent *files,
-                     size_t n, size_t batch, const cr_add_options *o, cr_add_stats *st)
+/* Queue file f, by its name in its open folder when it has one. */
+static int submit(cr_hash_pool *pool, const file_list *l, const file_ent *f, uint64_t tag)
 {
+	if (f->dir != NO_DIR)
+		return cr_hash_pool_submit_at(pool, tag, l->dirs[f->dir], f->ptr, f->name_off);
+	return cr_hash_pool_submit(pool, tag, f->ptr, -1);
+}
+
+static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_list *l,
+                     size_t batch, const cr_add_options *o, cr_add_stats *st)
+{
+	const file_ent *files = l->items;
+	size_t n = l->n;
 	size_t ahead = 0, next = 0, i;
 	cr_hash_result res[64];
+	struct timespec now;
 	int rc = 0;
 
+	clock_gettime(CLOCK_REALTIME, &now);
 	while (next < n) {
 		size_t got, before = next;
 
@@ -417,8 +482,8 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_e
 			s->unchanged = 0;
 			s->cache = 0;
 			s->fatal = 0;
-			cr_store_prepared_clear(&s->prep);
-			if ((rc = cr_hash_pool_submit(pool, ahead, files[ahead].ptr, -1)) != 0)
+			s->time = now;
+			if ((rc = submit(pool, l, &files[ahead], ahead)) != 0)
 				return rc;
 		}
 		got = cr_hash_pool_collect(pool, res, sizeof(res) / sizeof(res[0]));
@@ -431,7 +496,7 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_e
 				return cr_error_set(s->fatal, "%s", s->message);
 			if (r->rc == CR_HASH_CHANGED && !(r->tag & RETRY_TAG)) {
 				/* A second look: a file being written right now is not recorded. */
-				if ((rc = cr_hash_pool_submit(pool, r->tag | RETRY_TAG, files[i].ptr, -1)) != 0)
+				if ((rc = submit(pool, l, &files[i], r->tag | RETRY_TAG)) != 0)
 					return rc;
 				continue;
 			}
@@ -467,9 +532,8 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_e
 			if (s->state == SETTLED && s->unchanged) {
 				st->unchanged++;
 			} else if (s->state == SETTLED) {
-				if ((rc = cr_store_append_prepared(store, &s->prep, NULL)) != 0)
+				if ((rc = cr_store_append_prepared(store, s->prep, NULL)) != 0)
 					return rc;
-				cr_store_prepared_clear(&s->prep);
 				st->recorded++;
 			}
 			if (next % batch == 0 || next == n) {
@@ -477,6 +541,7 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_e
 					return rc;
 				if (o->progress)
 					o->progress(o->ctx, st);
+				clock_gettime(CLOCK_REALTIME, &now);
 				break; /* refill the window before the next batch */
 			}
 		}
@@ -494,10 +559,12 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
                  cr_add_stats *stats)
 {
 	cr_add_options o = {0};
-	file_list files = {NULL, 0, 0, CR_BUF_INIT};
+	file_list files = {NULL, 0, 0, CR_BUF_INIT, NULL, 0, 0};
+	struct rlimit lim;
 	cr_hash_pool *pool = NULL;
 	cr_hash_hooks hooks = {known_hook, done_hook, NULL, O_NOFOLLOW};
 	adder a = {NULL, 0, NULL, 0};
+	worker_state *w;
 	unsigned threads;
 	size_t batch, i;
 	int rc;
@@ -506,6 +573,11 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 		o = *opts;
 	batch = o.batch ? o.batch : DEFAULT_BATCH;
 	memset(stats, 0, sizeof(*stats));
+	/* Half the descriptors at most: the store, the pool and the walk need some. */
+	files.max_dirs = MAX_OPEN_DIRS;
+	if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY &&
+	    lim.rlim_cur / 2 < files.max_dirs)
+		files.max_dirs = lim.rlim_cur / 2 > 64 ? lim.rlim_cur / 2 - 64 : 0;
 	if ((rc = collect(paths, n, &files, &o, stats)) != 0)
 		goto done;
 	if (files.n == 0) {
@@ -517,29 +589,41 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 		rc = cr_error_set(CR_ENOMEM, "out of memory");
 		goto done;
 	}
+	for (i = 0; i < a.window; i++) {
+		if ((rc = cr_store_prepared_new(&a.win[i].prep)) != 0)
+			goto done;
+	}
 	/* The workers use the hooks only for jobs, and the readers are open before the first. */
 	hooks.ctx = &a;
 	if ((rc = cr_hash_pool_new_with(&pool, o.threads, &hooks)) != 0)
 		goto done;
 	threads = cr_hash_pool_threads(pool);
-	if ((a.readers = calloc(threads, sizeof(*a.readers))) == NULL) {
+	if ((a.workers = calloc(threads, sizeof(*a.workers))) == NULL) {
 		rc = cr_error_set(CR_ENOMEM, "out of memory");
 		goto done;
 	}
-	for (; a.n_readers < threads; a.n_readers++) {
-		if ((rc = cr_store_reader_open(store, &a.readers[a.n_readers])) != 0)
+	for (; a.n_workers < threads; a.n_workers++) {
+		w = &a.workers[a.n_workers];
+		if ((rc = cr_store_reader_open(store, &w->reader)) != 0 ||
+		    (rc = cr_event_new(&w->ev, "input")) != 0 ||
+		    (rc = cr_event_set_str(w->ev, "via", "add")) != 0) {
+			cr_store_reader_free(w->reader);
+			json_decref(w->ev);
 			goto done;
+		}
 	}
-	rc = add_files(store, pool, &a, files.items, files.n, batch, &o, stats);
+	rc = add_files(store, pool, &a, &files, batch, &o, stats);
 done:
 	/* Jobs not started are dropped; the workers are gone before their readers. */
 	cr_hash_pool_free(pool);
-	for (i = 0; i < a.n_readers; i++)
-		cr_store_reader_free(a.readers[i]);
-	free(a.readers);
+	for (i = 0; i < a.n_workers; i++) {
+		cr_store_reader_free(a.workers[i].reader);
+		json_decref(a.workers[i].ev);
+	}
+	free(a.workers);
 	if (a.win) {
 		for (i = 0; i < a.window; i++)
-			cr_store_prepared_free(&a.win[i].prep);
+			cr_store_prepared_free(a.win[i].prep);
 		free(a.win);
 	}
 	list_free(&files);

@@ -318,10 +318,12 @@ done:
 
 /*
  * cr_hash_file with the caller's hasher, extra open() flags, and a known
- * hook (may be NULL); *nread gets the bytes hashed.
+ * hook (may be NULL); *nread gets the bytes hashed. The file opened is
+ * path + at_off relative to the folder open at dirfd (AT_FDCWD: path).
  */
-static int hash_file_with(hasher *h, const char *path, int flags, uint8_t out[CR_SHA256_SIZE],
-                          cr_file_id *id, uint64_t *nread, const known_hook *known, int *cached)
+static int hash_file_with(hasher *h, int dirfd, const char *path, size_t at_off, int flags,
+                          uint8_t out[CR_SHA256_SIZE], cr_file_id *id, uint64_t *nread,
+                          const known_hook *known, int *cached)
 {
 	int fd, rc;
 
@@ -333,7 +335,7 @@ static int hash_file_with(hasher *h, const char *path, int flags, uint8_t out[CR
 	 * blocking open() until some writer shows up; O_NOCTTY so that a
 	 * terminal never becomes ours.
 	 */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | flags);
+	fd = openat(dirfd, path + at_off, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | flags);
 	if (fd < 0) {
 		if (errno == ELOOP && (flags & O_NOFOLLOW))
 			return cr_error_set(CR_EINVAL, "%s is a symbolic link; not followed", path);
@@ -353,7 +355,7 @@ int cr_hash_file(const char *path, uint8_t out[CR_SHA256_SIZE], cr_file_id *id)
 	rc = hasher_init(&h);
 	if (rc)
 		return rc;
-	rc = hash_file_with(&h, path, 0, out, id, &nread, NULL, &cached);
+	rc = hash_file_with(&h, AT_FDCWD, path, 0, 0, out, id, &nread, NULL, &cached);
 	hasher_free(&h);
 	return rc;
 }
@@ -431,7 +433,8 @@ static void *worker_main(void *arg)
 		job = &p->jobs[i];
 		nread = 0;
 		cr_error_clear();
-		job->rc = hash_file_with(&w->h, job->path, 0, job->sha256, &job->id, &nread, NULL, &cached);
+		job->rc = hash_file_with(&w->h, AT_FDCWD, job->path, 0, 0, job->sha256, &job->id, &nread,
+		                         NULL, &cached);
 		/*
 		 * The message is thread-local: copy it here or it is lost. A
 		 * failed strdup leaves error NULL; rc still tells what happened.
@@ -530,7 +533,9 @@ done:
 typedef struct pool_job {
 	struct pool_job *next;
 	uint64_t tag;
-	int fd;
+	int fd;       /* a descriptor to hash, or -1 */
+	int dirfd;    /* else open path + at_off relative to this (AT_FDCWD: path) */
+	size_t at_off;
 	char path[];
 } pool_job;
 
@@ -602,8 +607,8 @@ static void *pool_worker(void *arg)
 				rc = hash_open_file(&h, j->fd, 0, j->path, res->r.sha256, &res->r.id, &nread,
 				                    &known, &res->r.cached);
 			else
-				rc = hash_file_with(&h, j->path, flags, res->r.sha256, &res->r.id, &nread, &known,
-				                    &res->r.cached);
+				rc = hash_file_with(&h, j->dirfd, j->path, j->at_off, flags, res->r.sha256,
+				                    &res->r.id, &nread, &known, &res->r.cached);
 			res->r.rc = rc;
 			if (rc < 0)
 				snprintf(res->r.error, sizeof(res->r.error), "%s", cr_error_last());
@@ -685,12 +690,14 @@ int cr_hash_pool_new_with(cr_hash_pool **out, unsigned threads, const cr_hash_ho
 	return 0;
 }
 
-int cr_hash_pool_submit(cr_hash_pool *p, uint64_t tag, const char *path, int fd)
+static int submit(cr_hash_pool *p, uint64_t tag, const char *path, int fd, int dirfd, size_t at_off)
 {
 	size_t n = strlen(path);
-	pool_job *j = malloc(sizeof(*j) + n + 1);
+	pool_job *j;
 
-	if (!j) {
+	if (at_off > n)
+		return cr_error_set(CR_EINVAL, "hash job: name offset beyond the path");
+	if ((j = malloc(sizeof(*j) + n + 1)) == NULL) {
 		if (fd >= 0)
 			close(fd);
 		return cr_error_set(CR_ENOMEM, "out of memory");
@@ -698,6 +705,8 @@ int cr_hash_pool_submit(cr_hash_pool *p, uint64_t tag, const char *path, int fd)
 	j->next = NULL;
 	j->tag = tag;
 	j->fd = fd;
+	j->dirfd = dirfd;
+	j->at_off = at_off;
 	memcpy(j->path, path, n + 1);
 	pthread_mutex_lock(&p->lock);
 	*p->jobs_tail = j;
@@ -706,6 +715,17 @@ int cr_hash_pool_submit(cr_hash_pool *p, uint64_t tag, const char *path, int fd)
 	pthread_cond_signal(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 	return 0;
+}
+
+int cr_hash_pool_submit(cr_hash_pool *p, uint64_t tag, const char *path, int fd)
+{
+	return submit(p, tag, path, fd, AT_FDCWD, 0);
+}
+
+int cr_hash_pool_submit_at(cr_hash_pool *p, uint64_t tag, int dirfd, const char *path,
+                           size_t name_off)
+{
+	return submit(p, tag, path, -1, dirfd, name_off);
 }
 
 size_t cr_hash_pool_collect(cr_hash_pool *p, cr_hash_result *out, size_t max)

@@ -109,6 +109,7 @@ struct cr_index {
 		sqlite3_int64 code;
 	} types[TYPE_CACHE];
 	size_t n_types;
+	cr_index_entry entry; /* reused by cr_index_add_event */
 	int node_error;
 	char node_message[256];
 };
@@ -178,7 +179,8 @@ static int set_up_schema(cr_index *idx, const char *path, unsigned flags, int *o
 		if (v == SCHEMA_VERSION)
 			return pass == 1 ? exec(idx, "COMMIT") : 0;
 		if (v > SCHEMA_VERSION) {
-			rc = cr_error_set(CR_ECORRUPT, "index %s has schema version %d, newer than this "
+			/* Not damage: the wrong build for this store (an environment problem). */
+			rc = cr_error_set(CR_ERROR, "index %s has schema version %d, newer than this "
 			                  "build's %d (use a newer cleanroom, or delete index.sqlite to have "
 			                  "it rebuilt from the log)", path, v, SCHEMA_VERSION);
 			goto fail;
@@ -252,6 +254,7 @@ void cr_index_free(cr_index *idx)
 	for (i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(idx->st[i]);
 	sqlite3_close(idx->db);
+	cr_index_entry_free(&idx->entry);
 	free(idx);
 }
 
@@ -401,51 +404,86 @@ int cr_index_set_state(cr_index *idx, const cr_merkle_state *tree, const char *c
 	return 0;
 }
 
-int cr_index_add_event(cr_index *idx, uint64_t i, const json_t *ev, const uint8_t leaf[CR_HASH_SIZE])
+void cr_index_entry_free(cr_index_entry *e)
+{
+	cr_buf_free(&e->type);
+	cr_buf_free(&e->path);
+	memset(e, 0, sizeof(*e));
+}
+
+int cr_index_entry_set(cr_index_entry *e, const json_t *ev)
+{
+	const char *sha;
+	json_t *size;
+	int rc;
+
+	cr_buf_clear(&e->type);
+	e->is_file = 0;
+	e->has_size = 0;
+	if ((rc = cr_buf_puts(&e->type, cr_event_type(ev))) != 0)
+		return rc;
+	/* Events naming a file by path and content hash also go into files. */
+	sha = json_string_value(json_object_get(ev, "sha256"));
+	if (!sha || strlen(sha) != 64)
+		return 0;
+	if (cr_hex_decode(e->sha256, sizeof(e->sha256), sha, 64) != 0) {
+		cr_error_clear();
+		return 0;
+	}
+	if ((rc = cr_event_get_path(ev, "path", &e->path)) != 0) {
+		if (rc == CR_ENOMEM)
+			return rc;
+		cr_error_clear();
+		return 0;
+	}
+	e->is_file = 1;
+	size = json_object_get(ev, "size");
+	if (json_is_integer(size)) {
+		e->has_size = 1;
+		e->size = json_integer_value(size);
+	}
+	return 0;
+}
+
+int cr_index_add_entry(cr_index *idx, uint64_t i, const cr_index_entry *e,
+                       const uint8_t leaf[CR_HASH_SIZE])
 {
 	sqlite3_stmt *s;
-	const char *sha, *type = cr_event_type(ev);
 	sqlite3_int64 code = 0;
-	json_t *size;
-	cr_buf path = CR_BUF_INIT;
-	uint8_t digest[32];
-	int rc = 0;
+	int rc;
 
-	if (!type)
-		return cr_error_set(CR_EINVAL, "index: event %" PRIu64 " has no type", i);
-	if ((rc = type_code(idx, type, &code)) != 0)
+	if ((rc = type_code(idx, e->type.ptr ? e->type.ptr : "", &code)) != 0)
 		return rc;
 	s = stmt(idx, ST_ADD_EVENT);
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
 	sqlite3_bind_int64(s, 2, code);
 	sqlite3_bind_blob(s, 3, leaf, CR_HASH_SIZE, SQLITE_STATIC);
-	if (sqlite3_step(s) != SQLITE_DONE)
-		return db_fail(idx, "adding an event");
+	rc = sqlite3_step(s);
 	sqlite3_reset(s);
-	/* Events naming a file by path and content hash also go into files. */
-	sha = json_string_value(json_object_get(ev, "sha256"));
-	if (!sha || strlen(sha) != 64)
+	if (rc != SQLITE_DONE)
+		return db_fail(idx, "adding an event");
+	if (!e->is_file)
 		return 0;
-	if (cr_hex_decode(digest, sizeof(digest), sha, 64) != 0) {
-		cr_error_clear();
-		return 0;
-	}
-	if (cr_event_get_path(ev, "path", &path) != 0) {
-		cr_error_clear();
-		return 0;
-	}
 	s = stmt(idx, ST_ADD_FILE);
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
-	sqlite3_bind_text(s, 2, path.ptr, (int)path.len, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 3, digest, 32, SQLITE_STATIC);
-	size = json_object_get(ev, "size");
-	if (json_is_integer(size))
-		sqlite3_bind_int64(s, 4, json_integer_value(size));
-	if (sqlite3_step(s) != SQLITE_DONE)
-		rc = db_fail(idx, "adding a file");
+	sqlite3_bind_text(s, 2, e->path.ptr ? e->path.ptr : "", (int)e->path.len, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 3, e->sha256, CR_SHA256_SIZE, SQLITE_STATIC);
+	if (e->has_size)
+		sqlite3_bind_int64(s, 4, e->size);
+	rc = sqlite3_step(s);
 	sqlite3_reset(s);
-	cr_buf_free(&path);
-	return rc;
+	if (rc != SQLITE_DONE)
+		return db_fail(idx, "adding a file");
+	return 0;
+}
+
+int cr_index_add_event(cr_index *idx, uint64_t i, const json_t *ev, const uint8_t leaf[CR_HASH_SIZE])
+{
+	int rc;
+
+	if ((rc = cr_index_entry_set(&idx->entry, ev)) != 0)
+		return rc;
+	return cr_index_add_entry(idx, i, &idx->entry, leaf);
 }
 
 int cr_index_add_segment(cr_index *idx, uint64_t first, uint64_t count, const char *path,

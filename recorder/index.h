@@ -15,6 +15,7 @@
 
 #include "cleanroom/hash.h"
 #include "cleanroom/merkle.h"
+#include "util/buf.h"
 
 /* Interior nodes of at least this level are kept (subtrees of 256 leaves and up). */
 #define CR_INDEX_NODE_LEVEL 8
@@ -31,7 +32,7 @@ typedef struct cr_index cr_index;
  * cache and witness are kept), and the caller must index the log again.
  * *old_version (may be NULL) gets the older schema version found, whether
  * migrated or refused, and 0 otherwise (a current index, or a new file). An
- * index of a newer schema is always CR_ECORRUPT.
+ * index of a newer schema is always refused (CR_ERROR: another build's).
  */
 int cr_index_open(cr_index **out, const char *path, unsigned flags, int *old_version);
 void cr_index_free(cr_index *idx);
@@ -46,6 +47,24 @@ int cr_index_set_state(cr_index *idx, const cr_merkle_state *tree, const char *c
 
 /* Record one event (already encoded as leaf, parsed as ev) at leaf index i. */
 int cr_index_add_event(cr_index *idx, uint64_t i, const json_t *ev,
+                       const uint8_t leaf[CR_HASH_SIZE]);
+
+/*
+ * What the index keeps of an event besides its leaf hash, taken from the
+ * event on any thread (no index needed) and added later. Start zeroed;
+ * reusable; free with cr_index_entry_free().
+ */
+typedef struct cr_index_entry {
+	cr_buf type;
+	cr_buf path;               /* raw bytes, when is_file */
+	int is_file;               /* names a file by path and SHA-256 */
+	uint8_t sha256[CR_SHA256_SIZE];
+	int has_size;
+	int64_t size;
+} cr_index_entry;
+int cr_index_entry_set(cr_index_entry *e, const json_t *ev);
+void cr_index_entry_free(cr_index_entry *e);
+int cr_index_add_entry(cr_index *idx, uint64_t i, const cr_index_entry *e,
                        const uint8_t leaf[CR_HASH_SIZE]);
 int cr_index_add_segment(cr_index *idx, uint64_t first, uint64_t count, const char *path,
                          const char *commit);

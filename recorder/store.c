@@ -27,6 +27,14 @@
 #include "util/buf.h"
 #include "util/codec.h"
 
+/* An event ready to append: its leaf, leaf hash and index entry. */
+struct cr_store_prepared {
+	cr_buf leaf;
+	uint8_t hash[CR_HASH_SIZE];
+	cr_index_entry entry;
+	int ready;
+};
+
 struct cr_store {
 	char *path;
 	char *git_dir;
@@ -41,6 +49,7 @@ struct cr_store {
 	uint64_t pending;
 	int in_txn;
 	char notice[256];          /* for the user, from the open; "" when none */
+	struct cr_store_prepared scratch; /* cr_store_append's, reused */
 };
 
 static char *join(const char *dir, const char *name)
@@ -385,6 +394,8 @@ void cr_store_free(cr_store *s)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd); /* releases the flock */
 	cr_buf_free(&s->segment);
+	cr_buf_free(&s->scratch.leaf);
+	cr_index_entry_free(&s->scratch.entry);
 	free(s->git_dir);
 	free(s->path);
 	free(s);
@@ -425,33 +436,17 @@ static void discard_pending(cr_store *s)
 static int writer_txn(cr_store *s);
 
 /*
- * Append ev, given as its leaf (NULL: encode it here) and the leaf's hash,
- * to the pending segment and the index transaction.
+ * Append an event, as its leaf, the leaf's hash and its index entry, to
+ * the pending segment and the index transaction.
  */
-static int append(cr_store *s, const json_t *ev, const char *leaf, size_t len,
-                  const uint8_t leaf_hash[CR_HASH_SIZE], uint64_t *out_index)
+static int append(cr_store *s, const char *leaf, size_t len, const uint8_t hash[CR_HASH_SIZE],
+                  const cr_index_entry *entry, uint64_t *out_index)
 {
-	uint8_t hash[CR_HASH_SIZE];
-	size_t start = s->segment.len;
 	int rc;
 
-	if (!(s->flags & CR_STORE_WRITE))
-		return cr_error_set(CR_EINVAL, "store %s is open read-only", s->path);
-	if ((rc = writer_txn(s)) != 0)
-		return rc;
-	if (leaf) {
-		if ((rc = cr_buf_put(&s->segment, leaf, len)) != 0)
-			return rc;
-		memcpy(hash, leaf_hash, CR_HASH_SIZE);
-	} else {
-		if ((rc = cr_event_encode(ev, &s->segment)) != 0) {
-			s->segment.len = start; /* nothing of it stays */
-			return rc;
-		}
-		cr_merkle_leaf_hash(hash, s->segment.ptr + start, s->segment.len - start);
-	}
-	if ((rc = cr_buf_putc(&s->segment, '\n')) != 0 ||
-	    (rc = cr_index_add_event(s->index, s->pending_tree.size, ev, hash)) != 0 ||
+	if ((rc = cr_buf_put(&s->segment, leaf, len)) != 0 ||
+	    (rc = cr_buf_putc(&s->segment, '\n')) != 0 ||
+	    (rc = cr_index_add_entry(s->index, s->pending_tree.size, entry, hash)) != 0 ||
 	    (rc = cr_merkle_state_append(&s->pending_tree, hash, cr_index_node_cb, s->index)) != 0 ||
 	    (rc = cr_index_node_error(s->index)) != 0) {
 		/* The index transaction may hold part of this event: drop the segment. */
@@ -466,52 +461,63 @@ static int append(cr_store *s, const json_t *ev, const char *leaf, size_t len,
 	return 0;
 }
 
-int cr_store_append(cr_store *s, const json_t *ev, uint64_t *out_index)
+int cr_store_prepared_new(cr_store_prepared **out)
 {
-	return append(s, ev, NULL, 0, NULL, out_index);
-}
-
-int cr_store_prepare(cr_store_prepared *p, json_t *ev)
-{
-	cr_buf b = {p->leaf, 0, p->cap};
-	int rc;
-
-	cr_store_prepared_clear(p);
-	rc = cr_event_encode(ev, &b);
-	/* The buffer may have moved even when encoding failed. */
-	p->leaf = b.ptr;
-	p->cap = b.cap;
-	if (rc)
-		return rc;
-	p->len = b.len;
-	cr_merkle_leaf_hash(p->hash, p->leaf, p->len);
-	json_incref(ev);
-	p->ev = ev;
+	if ((*out = calloc(1, sizeof(**out))) == NULL)
+		return cr_error_set(CR_ENOMEM, "out of memory");
 	return 0;
-}
-
-void cr_store_prepared_clear(cr_store_prepared *p)
-{
-	json_decref(p->ev);
-	p->ev = NULL;
-	p->len = 0;
 }
 
 void cr_store_prepared_free(cr_store_prepared *p)
 {
 	if (!p)
 		return;
-	cr_store_prepared_clear(p);
-	free(p->leaf);
-	p->leaf = NULL;
-	p->cap = 0;
+	cr_buf_free(&p->leaf);
+	cr_index_entry_free(&p->entry);
+	free(p);
 }
 
-int cr_store_append_prepared(cr_store *s, const cr_store_prepared *p, uint64_t *out_index)
+int cr_store_prepare(cr_store_prepared *p, const json_t *ev)
 {
-	if (!p->ev || !p->leaf)
+	int rc;
+
+	p->ready = 0;
+	cr_buf_clear(&p->leaf);
+	if ((rc = cr_event_encode(ev, &p->leaf)) != 0 || (rc = cr_index_entry_set(&p->entry, ev)) != 0)
+		return rc;
+	cr_merkle_leaf_hash(p->hash, p->leaf.ptr, p->leaf.len);
+	p->ready = 1;
+	return 0;
+}
+
+static int check_writable(cr_store *s)
+{
+	if (!(s->flags & CR_STORE_WRITE))
+		return cr_error_set(CR_EINVAL, "store %s is open read-only", s->path);
+	return writer_txn(s);
+}
+
+int cr_store_append(cr_store *s, const json_t *ev, uint64_t *out_index)
+{
+	cr_store_prepared *p = &s->scratch;
+	int rc;
+
+	if ((rc = check_writable(s)) != 0 || (rc = cr_store_prepare(p, ev)) != 0)
+		return rc;
+	p->ready = 0;
+	return append(s, p->leaf.ptr, p->leaf.len, p->hash, &p->entry, out_index);
+}
+
+int cr_store_append_prepared(cr_store *s, cr_store_prepared *p, uint64_t *out_index)
+{
+	int rc;
+
+	if (!p->ready)
 		return cr_error_set(CR_EINVAL, "append: the event was not prepared");
-	return append(s, p->ev, p->leaf, p->len, p->hash, out_index);
+	if ((rc = check_writable(s)) != 0)
+		return rc;
+	p->ready = 0;
+	return append(s, p->leaf.ptr, p->leaf.len, p->hash, &p->entry, out_index);
 }
 
 int cr_store_flush(cr_store *s)

@@ -130,6 +130,13 @@ unsigned cr_hash_pool_threads(const cr_hash_pool *pool);
  * only names it in messages. Otherwise path is opened.
  */
 int cr_hash_pool_submit(cr_hash_pool *pool, uint64_t tag, const char *path, int fd);
+/*
+ * Queue a job for the file named path + name_off in the folder open at
+ * dirfd (openat: no lookup of the folders above it); path names it in
+ * messages and hooks. dirfd must stay open until the result is collected.
+ */
+int cr_hash_pool_submit_at(cr_hash_pool *pool, uint64_t tag, int dirfd, const char *path,
+                           size_t name_off);
 /* Move up to max finished results to out (never blocks). */
 size_t cr_hash_pool_collect(cr_hash_pool *pool, cr_hash_result *out, size_t max);
 /* Jobs queued, running or finished but not collected. */

@@ -106,26 +106,18 @@ int cr_store_reader_file_recorded(cr_store_reader *reader, const char *path, siz
                                   const uint8_t sha[CR_SHA256_SIZE]);
 
 /*
- * An event encoded ahead of its append, on any thread: its canonical
- * bytes and leaf hash, and a reference to the event. Start from
- * CR_STORE_PREPARED_INIT; a prepared event is reused by preparing it again
- * (its buffer is kept) and freed with cr_store_prepared_free().
+ * An event prepared ahead of its append, on any thread: encoded, its leaf
+ * hashed, and what the index keeps of it taken out, so that appending it
+ * is only the writing. A prepared event is reused by preparing it again;
+ * it holds no reference to the event.
  */
-typedef struct cr_store_prepared {
-	json_t *ev;                     /* a reference; not to be changed once prepared */
-	char *leaf;                     /* canonical encoding (NUL-terminated) */
-	size_t len, cap;
-	uint8_t hash[CR_HASH_SIZE];     /* RFC 9162 leaf hash of leaf */
-} cr_store_prepared;
-#define CR_STORE_PREPARED_INIT {NULL, NULL, 0, 0, {0}}
-
-/* Encode ev and hash its leaf into p (thread-safe; no store needed). */
-int cr_store_prepare(cr_store_prepared *p, json_t *ev);
-/* Drop the event (the buffer is kept for the next prepare). */
-void cr_store_prepared_clear(cr_store_prepared *p);
-void cr_store_prepared_free(cr_store_prepared *p);
-/* cr_store_append() of a prepared event, without encoding it again. */
-int cr_store_append_prepared(cr_store *store, const cr_store_prepared *p, uint64_t *out_index);
+typedef struct cr_store_prepared cr_store_prepared;
+int cr_store_prepared_new(cr_store_prepared **out);
+void cr_store_prepared_free(cr_store_prepared *p); /* NULL-safe */
+/* Prepare ev into p (thread-safe; no store needed). */
+int cr_store_prepare(cr_store_prepared *p, const json_t *ev);
+/* cr_store_append() of the event p was prepared from; p is empty afterwards. */
+int cr_store_append_prepared(cr_store *store, cr_store_prepared *p, uint64_t *out_index);
 
 /* Proofs against the committed log; size 0 means the current size. */
 int cr_store_leaf_hash(cr_store *store, uint64_t index, uint8_t out[CR_HASH_SIZE]);

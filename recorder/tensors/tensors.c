@@ -41,20 +41,6 @@
 #include "util/codec.h"
 
 /*
- * Readers written by other files are linked in when their source exists:
- * a weak reference would not pull a member out of the static library, so
- * the registry names only the readers present at compile time.
- */
-#if defined(__has_include)
-#if __has_include("pytorch.c")
-#define HAVE_PYTORCH_READER 1
-#endif
-#if __has_include("onnx.c")
-#define HAVE_ONNX_READER 1
-#endif
-#endif
-
-/*
  * Read block: 1 MiB matched 4 MiB within noise for plain SHA-256 of a cached
  * file (recorder/hash.c) and keeps both blocks of the double buffer in L2/L3.
  */
@@ -1290,12 +1276,8 @@ static const cr_tensor_reader reader_file = {"file", file_probe, file_read};
 static const cr_tensor_reader *const readers[] = {
     &cr_reader_safetensors,
     &cr_reader_gguf,
-#ifdef HAVE_PYTORCH_READER
     &cr_reader_pytorch,
-#endif
-#ifdef HAVE_ONNX_READER
     &cr_reader_onnx,
-#endif
 };
 
 /* ---------------------------------------------------------- the API -- */

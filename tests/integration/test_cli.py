@@ -573,5 +573,159 @@ class IndexRebuildTest(crtest.TestCase):
             self.assertEqual(proof, consistency_proof(hashes, old, new))
 
 
+# Schema version 1 as the build before it wrote the index: event types by
+# name, files keyed by leaf index with an index on the full SHA-256. The rows
+# are copied from the current tables, so it is a complete, up-to-date index.
+TO_VERSION_1 = """
+BEGIN;
+CREATE TABLE events1(idx INTEGER PRIMARY KEY, type TEXT NOT NULL, leaf BLOB NOT NULL);
+INSERT INTO events1 SELECT e.idx, t.name, e.leaf FROM events e JOIN types t ON t.code = e.type;
+CREATE TABLE files1(idx INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 BLOB NOT NULL, size INTEGER);
+INSERT INTO files1 SELECT idx, path, sha256, size FROM files;
+DROP TABLE events; DROP TABLE files; DROP TABLE types;
+ALTER TABLE events1 RENAME TO events; ALTER TABLE files1 RENAME TO files;
+CREATE INDEX files_by_sha256 ON files(sha256);
+PRAGMA user_version=1;
+COMMIT;
+"""
+
+
+class IndexSchemaTest(crtest.TestCase):
+    """An index of an older schema is rebuilt from the log on open, once."""
+
+    def setUp(self):
+        super().setUp()
+        self.s = self.new_store()
+        for i, n in enumerate((300, 40)):
+            make_files(os.path.join(self.tmp, "d%d" % i), n, tag="s%d" % i, per_dir=50)
+        crtest.settle()
+        for i in range(2):
+            self.s.add(os.path.join(self.tmp, "d%d" % i))
+        self.n = 340
+
+    def user_version(self):
+        con = self.s.db()
+        try:
+            return con.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            con.close()
+
+    def kept(self):
+        """The tables a rebuild must not touch, and the type names."""
+        con = self.s.db()
+        try:
+            return (con.execute("SELECT * FROM witness ORDER BY size").fetchall(),
+                    con.execute("SELECT * FROM hash_cache ORDER BY dev, ino").fetchall(),
+                    con.execute("SELECT * FROM types ORDER BY code").fetchall())
+        finally:
+            con.close()
+
+    def downgrade(self):
+        con = self.s.db()
+        try:
+            con.executescript(TO_VERSION_1)
+        finally:
+            con.close()
+        self.assertEqual(self.user_version(), 1)
+
+    def test_old_index_rebuilt_once(self):
+        current = self.user_version()
+        self.assertGreater(current, 1)
+        before, st, kept = self.s.dump_derived(), self.s.status(), self.kept()
+        self.assertEqual(len(kept[1]), self.n)
+        for cmd in (["status", "--json"], ["log", "--json"], ["prove", "--json", "7"],
+                    ["check", "--json"], ["add", "--json", os.path.join(self.tmp, "d1")]):
+            with self.subTest(cmd=cmd[0]):
+                self.downgrade()
+                r = self.s.cr(*cmd)
+                # Told once, on stderr; stdout is the command's own.
+                self.assertEqual(r.err.count("schema version 1"), 1, r.err)
+                self.assertIn("rebuilt it from the log", r.err)
+                self.assertIn("%d events" % self.n, r.err)
+                if cmd[0] == "log":
+                    self.assertEqual(len(r.json_lines()), self.n)
+                else:
+                    r.json()
+                self.assertEqual(self.user_version(), current)
+                self.assertEqual(self.s.dump_derived(), before)
+                self.assertEqual(self.kept(), kept)
+                again = self.s.cr("status", "--json")
+                self.assertNotIn("schema", again.err)
+                self.assertEqual(again.json(), st)
+                rc, j, text = self.s.check()
+                self.assertEqual(rc, EXIT_OK, text)
+        # The add found every file recorded (it looked in the rebuilt index).
+        self.assertEqual((r.json()["recorded"], r.json()["unchanged"]), (0, 40))
+
+    def test_old_index_with_writer_busy(self):
+        # A reader cannot rebuild while another process writes the store:
+        # it says so and leaves the index alone.
+        import fcntl
+        self.downgrade()
+        with open(os.path.join(self.s.path, "lock"), "r+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            r = self.s.cr("status", "--json", rc=EXIT_ENV)
+            self.assertIn("older schema", r.err)
+            self.assertEqual(self.user_version(), 1)
+        self.assertEqual(self.s.status()["tree_size"], self.n)
+
+    def test_newer_index_refused(self):
+        con = self.s.db()
+        con.execute("PRAGMA user_version=%d" % (self.user_version() + 1))
+        con.commit()
+        con.close()
+        before = self.s.dump_derived()
+        for cmd in (["status"], ["add", os.path.join(self.tmp, "d1")], ["index", "rebuild"]):
+            r = self.s.cr(*cmd, rc=EXIT_ENV)
+            self.assertIn("newer", r.err)
+        self.assertEqual(self.s.dump_derived(), before)
+
+
+class AddOrderTest(crtest.TestCase):
+    def test_names_sorting_around_the_slash(self):
+        # Listed folder by folder, "a" comes before "a-b" and "a.txt"; as
+        # paths, "a/x" comes after them ('-' and '.' sort below '/') and
+        # before "a0". Events are in path order all the same.
+        s = self.new_store()
+        data = os.path.join(self.tmp, "data")
+        names = ["a/x", "a/y/z", "a-b", "a.txt", "a0", "b", "a/x.d/q", "a/x-1"]
+        for n in names:
+            p = os.path.join(data, n)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(n.encode())
+        crtest.settle()
+        j = s.add(data)
+        self.assertEqual(j["recorded"], len(names))
+        paths = [e["event"]["path"] for e in s.events()]
+        self.assertEqual(paths, sorted(os.path.join(data, n) for n in names))
+        self.assertEqual(paths, sorted(paths, key=lambda p: p.encode()))
+        for e in s.events():
+            self.assertEqual(e["event"]["sha256"], file_sha256(e["event"]["path"]))
+
+    def test_batches_and_the_window(self):
+        # More files than a batch (4096), added in two goes: every file once,
+        # in order, with the segments cut at batch boundaries.
+        s = self.new_store()
+        data = os.path.join(self.tmp, "many")
+        made = make_files(data, 9000, tag="m", per_dir=700)
+        crtest.settle()
+        j = s.add(os.path.join(data, "d0000"), os.path.join(data, "d0001"))
+        self.assertEqual((j["recorded"], j["hashed_files"]), (1400, 1400))
+        j = s.add(data)
+        self.assertEqual((j["files"], j["recorded"], j["unchanged"]), (9000, 7600, 1400))
+        self.assertEqual((j["cached_files"], j["hashed_files"]), (1400, 7600))
+        self.assertEqual([int(s.trailers(c)["Count"]) for c in s.commits()], [1400, 4096 - 1400, 4096, 808])
+        events = s.events()
+        self.assertEqual(sorted(e["event"]["path"] for e in events), sorted(made))
+        self.assertEqual([e["event"]["path"] for e in events[1400:]],
+                         sorted(p for p in made if "/d0000/" not in p and "/d0001/" not in p))
+        for e in events[::613]:
+            self.assertEqual(e["event"]["sha256"], file_sha256(e["event"]["path"]))
+            self.assertEqual(e["event"]["size"], len(made[e["event"]["path"]]))
+        rc, jc, text = s.check()
+        self.assertEqual(rc, EXIT_OK, text)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

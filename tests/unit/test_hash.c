@@ -1,13 +1,14 @@
 /*
  * Unit tests for recorder/hash.c: known answers, files larger than one read
  * block, what is refused (directories, FIFOs, missing files), the pool
- * agreeing with sequential hashing on 1/2/4 threads, and files that change
- * while they are read. Temporary files live in one mkdtemp directory under
+ * agreeing with sequential hashing on 1/2/4 threads, files that change
+ * while they are read, and the asynchronous pool with its hooks. Temporary files live in one mkdtemp directory under
  * $CR_TMP (or /tmp), removed at exit.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -588,6 +589,134 @@ static void test_changed_while_read(void)
 	free(data);
 }
 
+#define POOL_FILES 300
+#define POOL_THREADS 3
+#define POOL_FAIL_TAG 7
+
+struct pool_ctx {
+	char paths[POOL_FILES + 1][PATH_LEN];
+	atomic_int known_calls, done_calls, bad_worker, bad_path, slow;
+};
+
+static const uint8_t marker[CR_SHA256_SIZE] = {0x42, 0x42, 0x42, 0x42};
+
+/* Even tags are "known" (without reading), POOL_FAIL_TAG fails, odd ones are hashed. */
+static int pool_known(void *ctx, unsigned worker, uint64_t tag, const char *path,
+                      const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE])
+{
+	struct pool_ctx *c = ctx;
+
+	atomic_fetch_add(&c->known_calls, 1);
+	if (worker >= POOL_THREADS)
+		atomic_fetch_add(&c->bad_worker, 1);
+	if (tag < POOL_FILES && (strcmp(path, c->paths[tag]) != 0 || id->size == 0))
+		atomic_fetch_add(&c->bad_path, 1);
+	if (atomic_load(&c->slow))
+		usleep(2000);
+	if (tag == POOL_FAIL_TAG)
+		return cr_error_set(CR_EIO, "the cache of tag %d is unreadable", POOL_FAIL_TAG);
+	if (tag % 2)
+		return 0;
+	memcpy(sha, marker, sizeof(marker));
+	return 1;
+}
+
+static void pool_done(void *ctx, unsigned worker, const char *path, cr_hash_result *r)
+{
+	struct pool_ctx *c = ctx;
+
+	atomic_fetch_add(&c->done_calls, 1);
+	if (worker >= POOL_THREADS)
+		atomic_fetch_add(&c->bad_worker, 1);
+	if (r->tag <= POOL_FILES && strcmp(path, c->paths[r->tag]) != 0)
+		atomic_fetch_add(&c->bad_path, 1);
+}
+
+static void test_pool_hooks(void)
+{
+	static struct pool_ctx c;
+	static uint8_t want[POOL_FILES][CR_SHA256_SIZE];
+	static int seen[POOL_FILES + 1];
+	cr_hash_hooks hooks = {pool_known, pool_done, &c, O_NOFOLLOW};
+	cr_hash_pool *pool = NULL;
+	cr_hash_result res[16];
+	uint8_t buf[5000];
+	cr_file_id id;
+	size_t got = 0, n, i;
+	int wrong = 0, tries = 0;
+
+	memset(&c, 0, sizeof(c));
+	for (i = 0; i < POOL_FILES; i++) {
+		char name[32];
+
+		fill_random(buf, 1 + i * 13 % sizeof(buf), i + 77);
+		snprintf(name, sizeof(name), "pool-%03zu", i);
+		snprintf(c.paths[i], PATH_LEN, "%s", tmp_path(name));
+		REQUIRE(write_file(c.paths[i], buf, 1 + i * 13 % sizeof(buf)) == 0);
+		REQUIRE(cr_hash_file(c.paths[i], want[i], &id) == 0);
+	}
+	/* A link to a file: with O_NOFOLLOW it is refused, not followed. */
+	snprintf(c.paths[POOL_FILES], PATH_LEN, "%s", tmp_path("pool-link"));
+	REQUIRE(symlink(c.paths[1], c.paths[POOL_FILES]) == 0);
+
+	REQUIRE(cr_hash_pool_new_with(&pool, POOL_THREADS, &hooks) == 0);
+	CHECK(cr_hash_pool_threads(pool) == POOL_THREADS);
+	for (i = 0; i <= POOL_FILES; i++)
+		REQUIRE(cr_hash_pool_submit(pool, i, c.paths[i], -1) == 0);
+	/* The owner waits on the eventfd and collects until nothing is left. */
+	while (got < POOL_FILES + 1 && tries++ < 1000) {
+		struct pollfd pfd = {cr_hash_pool_eventfd(pool), POLLIN, 0};
+
+		(void)poll(&pfd, 1, 1000);
+		while ((n = cr_hash_pool_collect(pool, res, 16)) > 0) {
+			for (i = 0; i < n; i++) {
+				cr_hash_result *r = &res[i];
+
+				if (r->tag > POOL_FILES) {
+					wrong++;
+					continue;
+				}
+				seen[r->tag]++;
+				got++;
+				if (r->tag == POOL_FILES) {
+					if (r->rc >= 0 || !strstr(r->error, "symbolic link"))
+						wrong++;
+				} else if (r->tag == POOL_FAIL_TAG) {
+					if (r->rc != CR_EIO || !strstr(r->error, "is unreadable"))
+						wrong++;
+				} else if (r->rc != 0 || r->cached != !(r->tag % 2) ||
+				           memcmp(r->sha256, r->tag % 2 ? want[r->tag] : marker,
+				                  CR_SHA256_SIZE) != 0 ||
+				           r->id.size != 1 + r->tag * 13 % sizeof(buf)) {
+					wrong++;
+				}
+			}
+		}
+	}
+	CHECK(got == POOL_FILES + 1);
+	for (i = 0; i <= POOL_FILES; i++)
+		CHECK(seen[i] == 1);
+	CHECK(wrong == 0);
+	CHECK(cr_hash_pool_busy(pool) == 0);
+	CHECK(cr_hash_pool_collect(pool, res, 16) == 0);
+	/* Every opened file was offered to the known hook; the link never was. */
+	CHECK(atomic_load(&c.known_calls) == POOL_FILES);
+	CHECK(atomic_load(&c.done_calls) == POOL_FILES + 1);
+	CHECK(atomic_load(&c.bad_worker) == 0);
+	CHECK(atomic_load(&c.bad_path) == 0);
+	cr_hash_pool_free(pool);
+
+	/* Freeing drops the jobs not started instead of running them all. */
+	memset(&c.known_calls, 0, sizeof(c.known_calls));
+	atomic_store(&c.slow, 1);
+	REQUIRE(cr_hash_pool_new_with(&pool, 1, &hooks) == 0);
+	for (i = 0; i < POOL_FILES; i++)
+		REQUIRE(cr_hash_pool_submit(pool, i, c.paths[i], -1) == 0);
+	usleep(10000);
+	cr_hash_pool_free(pool);
+	CHECK(atomic_load(&c.known_calls) < POOL_FILES / 2);
+}
+
 TEST_MAIN(TEST(test_known_answers), TEST(test_multi_block_file), TEST(test_file_id),
           TEST(test_rejects), TEST(test_hash_fd_pipe_eintr), TEST(test_hash_many),
-          TEST(test_changed_while_read))
+          TEST(test_changed_while_read), TEST(test_pool_hooks))

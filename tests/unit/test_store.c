@@ -1,12 +1,17 @@
 /*
  * Unit tests for the store: append and flush, reopen resumes exactly,
  * proofs from the index equal proofs over the leaves in memory, the writer
- * lock, and the index catching up after it fell behind the log.
+ * lock, the index catching up after it fell behind the log, an index of an
+ * older schema rebuilt on open, prepared appends, and readers.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "cleanroom/error.h"
 #include "cleanroom/event.h"
@@ -191,4 +196,264 @@ static void test_missing_store(void)
 	CHECK(s == NULL);
 }
 
-TEST_MAIN(TEST(test_append_reopen_prove), TEST(test_index_catches_up), TEST(test_missing_store))
+/* The made-up SHA-256 of file n. */
+static void fake_sha(int n, uint8_t sha[32])
+{
+	for (int k = 0; k < 32; k++)
+		sha[k] = (uint8_t)(k < 4 ? n >> (8 * k) : n * 31 + k * 7);
+}
+
+/* An input event for file n: path /data/<n % 7>/f<n>, sha256 fake_sha(n). */
+static json_t *file_event(int n, uint8_t sha[32])
+{
+	char path[64];
+	json_t *ev = NULL;
+
+	fake_sha(n, sha);
+	snprintf(path, sizeof(path), "/data/%d/f%06d.bin", n % 7, n);
+	if (cr_event_new(&ev, "input") != 0 || cr_event_set_path(ev, "path", path, strlen(path)) != 0 ||
+	    cr_event_set_hex(ev, "sha256", sha, 32) != 0 || cr_event_set_int(ev, "size", 100 + n) != 0) {
+		json_decref(ev);
+		return NULL;
+	}
+	return ev;
+}
+
+static int count_cb(void *ctx, uint64_t index)
+{
+	uint64_t *c = ctx;
+
+	c[0]++;
+	c[1] = index;
+	return 0;
+}
+
+static int sql(const char *db_path, const char *statements)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open(db_path, &db);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, statements, NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		fprintf(stderr, "sqlite: %s\n", db ? sqlite3_errmsg(db) : "cannot open");
+	sqlite3_close(db);
+	return rc;
+}
+
+static int user_version(const char *db_path)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int v = -1;
+
+	if (sqlite3_open(db_path, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+static void on_problem(void *ctx, const char *where, const char *what)
+{
+	(void)ctx;
+	fprintf(stderr, "  problem: %s: %s\n", where, what);
+}
+
+/*
+ * Schema version 1 as the previous build wrote it: the type by name, files
+ * keyed by leaf index with an index on the full SHA-256. Its rows are
+ * copied from the current tables, so it is a complete, up-to-date index.
+ */
+static const char to_version_1[] =
+	"BEGIN;"
+	"CREATE TABLE events1(idx INTEGER PRIMARY KEY, type TEXT NOT NULL, leaf BLOB NOT NULL);"
+	"INSERT INTO events1 SELECT e.idx, t.name, e.leaf FROM events e JOIN types t ON t.code = e.type;"
+	"CREATE TABLE files1(idx INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 BLOB NOT NULL, size INTEGER);"
+	"INSERT INTO files1 SELECT idx, path, sha256, size FROM files;"
+	"DROP TABLE events; DROP TABLE files; DROP TABLE types;"
+	"ALTER TABLE events1 RENAME TO events; ALTER TABLE files1 RENAME TO files;"
+	"CREATE INDEX files_by_sha256 ON files(sha256);"
+	"PRAGMA user_version=1;"
+	"COMMIT;";
+
+#define MIGRATE_N 1000
+
+static void test_old_schema_is_rebuilt(void)
+{
+	cr_store *s = NULL;
+	cr_store_state before, after;
+	cr_store_check_result res;
+	cr_file_id id = {77, 1234, 5, 6, 7};
+	uint8_t sha[32], got[32], cached[32];
+	uint64_t found[2];
+	char index[300], lock[300], hex[65];
+	int fd;
+
+	make_tmp();
+	snprintf(index, sizeof(index), "%s/index.sqlite", tmpdir);
+	snprintf(lock, sizeof(lock), "%s/lock", tmpdir);
+	REQUIRE(cr_store_init(tmpdir) == 0);
+	REQUIRE(cr_store_open(&s, tmpdir, CR_STORE_WRITE) == 0);
+	CHECK(cr_store_notice(s) == NULL);
+	for (int i = 0; i < MIGRATE_N; i++) {
+		json_t *ev = file_event(i, sha);
+
+		REQUIRE(ev != NULL);
+		REQUIRE(cr_store_append(s, ev, NULL) == 0);
+		json_decref(ev);
+		if (i % 300 == 299)
+			REQUIRE(cr_store_flush(s) == 0);
+	}
+	memset(cached, 0xab, sizeof(cached));
+	REQUIRE(cr_store_cache_put(s, &id, cached) == 0);
+	REQUIRE(cr_store_flush(s) == 0);
+	cr_store_state_get(s, &before);
+	cr_store_free(s);
+	s = NULL;
+	CHECK(user_version(index) == 2);
+
+	REQUIRE(sql(index, to_version_1) == SQLITE_OK);
+	CHECK(user_version(index) == 1);
+
+	/* A reader must rebuild it, but not while a writer holds the store. */
+	fd = open(lock, O_RDWR);
+	REQUIRE(fd >= 0 && flock(fd, LOCK_EX) == 0);
+	CHECK(cr_store_open(&s, tmpdir, 0) == CR_ELOCKED);
+	CHECK(strstr(cr_error_last(), "older schema") != NULL);
+	CHECK(s == NULL);
+	close(fd);
+	CHECK(user_version(index) == 1);
+
+	REQUIRE(cr_store_open(&s, tmpdir, 0) == 0);
+	REQUIRE(cr_store_notice(s) != NULL);
+	CHECK(strstr(cr_store_notice(s), "schema version 1") != NULL);
+	CHECK(strstr(cr_store_notice(s), "1000 events") != NULL);
+	cr_store_state_get(s, &after);
+	CHECK(after.size == MIGRATE_N && before.size == MIGRATE_N);
+	CHECK_MEM(after.root, before.root, 32);
+	CHECK(strcmp(after.commit, before.commit) == 0);
+	/* The derived tables are back, the hash cache was kept. */
+	memset(found, 0, sizeof(found));
+	CHECK(cr_store_find_files(s, "/data/3/f000500.bin", NULL, count_cb, found) == 0);
+	CHECK(found[0] == 1 && found[1] == 500);
+	fake_sha(777, sha);
+	for (int k = 0; k < 32; k++)
+		snprintf(hex + 2 * k, 3, "%02x", sha[k]);
+	memset(found, 0, sizeof(found));
+	CHECK(cr_store_find_files(s, hex, "input", count_cb, found) == 0);
+	CHECK(found[0] == 1 && found[1] == 777);
+	memset(found, 0, sizeof(found));
+	CHECK(cr_store_find_files(s, hex, "output", count_cb, found) == 0);
+	CHECK(found[0] == 0);
+	CHECK(cr_store_file_recorded(s, "/data/0/f000777.bin", 19, sha) == 1);
+	CHECK(cr_store_file_recorded(s, "/data/0/f000776.bin", 19, sha) == 0);
+	CHECK(cr_store_cache_get(s, &id, got) == 0);
+	CHECK_MEM(got, cached, 32);
+	cr_store_free(s);
+	s = NULL;
+	CHECK(user_version(index) == 2);
+
+	/* Said once: the next open has nothing to do. */
+	REQUIRE(cr_store_open(&s, tmpdir, 0) == 0);
+	CHECK(cr_store_notice(s) == NULL);
+	cr_store_free(s);
+	s = NULL;
+
+	/* The log and the rebuilt index check, the witness included. */
+	REQUIRE(cr_store_open(&s, tmpdir, CR_STORE_RAW) == 0);
+	CHECK(cr_store_check(s, on_problem, NULL, &res) == 0);
+	CHECK(res.problems == 0 && res.size == MIGRATE_N);
+	cr_store_free(s);
+	s = NULL;
+
+	/* A check of an old index rebuilds it too, then checks it. */
+	REQUIRE(sql(index, to_version_1) == SQLITE_OK);
+	REQUIRE(cr_store_open(&s, tmpdir, CR_STORE_RAW) == 0);
+	CHECK(cr_store_notice(s) != NULL);
+	CHECK(cr_store_check(s, on_problem, NULL, &res) == 0);
+	CHECK(res.problems == 0);
+	cr_store_free(s);
+	s = NULL;
+	CHECK(user_version(index) == 2);
+
+	/* An index from a newer build is refused, never used or destroyed. */
+	REQUIRE(sql(index, "PRAGMA user_version=3") == SQLITE_OK);
+	CHECK(cr_store_open(&s, tmpdir, CR_STORE_WRITE) == CR_ERROR);
+	CHECK(strstr(cr_error_last(), "newer") != NULL);
+	CHECK(s == NULL);
+	CHECK(user_version(index) == 3);
+	rm_tmp();
+}
+
+static void test_prepared_and_readers(void)
+{
+	static char dir_a[300], dir_b[300];
+	cr_store *a = NULL, *b = NULL;
+	cr_store_prepared *p = NULL;
+	cr_store_reader *r = NULL;
+	cr_store_state sa, sb;
+	cr_file_id id = {1, 2, 3, 4, 5};
+	uint8_t sha[32], got[32];
+	uint64_t at = 99;
+
+	make_tmp();
+	snprintf(dir_a, sizeof(dir_a), "%s-a", tmpdir);
+	snprintf(dir_b, sizeof(dir_b), "%s-b", tmpdir);
+	REQUIRE(cr_store_init(dir_a) == 0 && cr_store_init(dir_b) == 0);
+	REQUIRE(cr_store_open(&a, dir_a, CR_STORE_WRITE) == 0);
+	REQUIRE(cr_store_open(&b, dir_b, CR_STORE_WRITE) == 0);
+	REQUIRE(cr_store_prepared_new(&p) == 0);
+	/* Not prepared yet: refused. */
+	CHECK(cr_store_append_prepared(b, p, NULL) == CR_EINVAL);
+	for (int i = 0; i < 50; i++) {
+		json_t *ev = file_event(i, sha);
+
+		REQUIRE(ev != NULL);
+		CHECK(cr_store_append(a, ev, NULL) == 0);
+		CHECK(cr_store_prepare(p, ev) == 0);
+		json_decref(ev); /* p holds none of it */
+		CHECK(cr_store_append_prepared(b, p, &at) == 0);
+		CHECK(at == (uint64_t)i);
+		/* Appended once: p is empty until prepared again. */
+		CHECK(cr_store_append_prepared(b, p, NULL) == CR_EINVAL);
+	}
+	CHECK(cr_store_flush(a) == 0 && cr_store_flush(b) == 0);
+	cr_store_state_get(a, &sa);
+	cr_store_state_get(b, &sb);
+	CHECK(sa.size == 50 && sb.size == 50);
+	CHECK_MEM(sa.root, sb.root, 32);
+	fake_sha(12, sha);
+	CHECK(cr_store_file_recorded(b, "/data/5/f000012.bin", 19, sha) == 1);
+
+	/* A reader sees what is committed, not the writer's pending transaction. */
+	REQUIRE(cr_store_reader_open(b, &r) == 0);
+	CHECK(cr_store_reader_file_recorded(r, "/data/5/f000012.bin", 19, sha) == 1);
+	CHECK(cr_store_reader_file_recorded(r, "/data/5/f000013.bin", 19, sha) == 0);
+	memset(sha, 0x5a, sizeof(sha));
+	CHECK(cr_store_cache_put(b, &id, sha) == 0);
+	CHECK(cr_store_reader_cache_get(r, &id, got) == CR_ENOTFOUND);
+	cr_store_reader_free(r);
+	r = NULL;
+	CHECK(cr_store_flush(b) == 0);
+	REQUIRE(cr_store_reader_open(b, &r) == 0);
+	CHECK(cr_store_reader_cache_get(r, &id, got) == 0);
+	CHECK_MEM(got, sha, 32);
+	id.mtime_ns++; /* another identity: a miss */
+	CHECK(cr_store_reader_cache_get(r, &id, got) == CR_ENOTFOUND);
+	cr_store_reader_free(r);
+	cr_store_prepared_free(p);
+	cr_store_free(a);
+	cr_store_free(b);
+	{
+		char cmd[700];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf %s %s", dir_a, dir_b);
+		(void)!system(cmd);
+	}
+}
+
+TEST_MAIN(TEST(test_append_reopen_prove), TEST(test_index_catches_up), TEST(test_missing_store),
+          TEST(test_old_schema_is_rebuilt), TEST(test_prepared_and_readers))
