@@ -37,30 +37,14 @@ typedef struct side {
 
 static int load_recorded(cr_store **store, const char *store_path, side *s, int *code)
 {
-	char *leaf = NULL;
-	size_t len;
 	json_t *ev = NULL;
-	int rc;
 
 	if (!*store && (*store = cli_open_store("diff", cli_store_path(store_path), 0, code)) == NULL)
 		return -1;
-	if ((rc = cli_find_checkpoint(*store, s->arg, &s->index)) != 0) {
-		*code = cli_fail("diff", rc);
+	/* Not a file: a recorded checkpoint, or nothing ("no checkpoint recorded as ..."). */
+	if ((*code = cli_checkpoint_event("diff", *store, s->arg, &s->index, &ev)) != EXIT_OK)
 		return -1;
-	}
-	if (s->index == UINT64_MAX) {
-		fprintf(stderr, "cleanroom diff: %s is neither a file nor a recorded checkpoint\n", s->arg);
-		*code = EXIT_VERIFY;
-		return -1;
-	}
-	if ((rc = cr_store_event_get(*store, s->index, &leaf, &len)) != 0 ||
-	    (rc = cr_event_parse(&ev, leaf, len)) != 0) {
-		free(leaf);
-		*code = cli_fail("diff", rc);
-		return -1;
-	}
-	free(leaf);
-	if (strcmp(cr_event_type(ev), "checkpoint") != 0 || !json_object_get(ev, "tensors")) {
+	if (!json_object_get(ev, "tensors")) {
 		fprintf(stderr, "cleanroom diff: event %llu is not a checkpoint with a tensor manifest\n",
 		        (unsigned long long)s->index);
 		json_decref(ev);

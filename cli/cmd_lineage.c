@@ -66,8 +66,6 @@ int cmd_lineage(int argc, char **argv)
 	};
 	const char *store_path = NULL, *key;
 	uint64_t index = UINT64_MAX;
-	char *leaf = NULL;
-	size_t len;
 	json_t *ev = NULL, *lin, *ranges, *out = NULL;
 	cr_store *store;
 	int json = 0, inputs = 0, c, rc, code = EXIT_OK;
@@ -87,22 +85,8 @@ int cmd_lineage(int argc, char **argv)
 	key = argv[optind];
 	if ((store = cli_open_store("lineage", cli_store_path(store_path), 0, &code)) == NULL)
 		return code;
-	if ((rc = cli_find_checkpoint(store, key, &index)) != 0)
-		goto fail;
-	if (index == UINT64_MAX) {
-		fprintf(stderr, "cleanroom lineage: no checkpoint recorded as %s\n", key);
-		code = EXIT_VERIFY;
+	if ((code = cli_checkpoint_event("lineage", store, key, &index, &ev)) != EXIT_OK)
 		goto done;
-	}
-	if ((rc = cr_store_event_get(store, index, &leaf, &len)) != 0 ||
-	    (rc = cr_event_parse(&ev, leaf, len)) != 0)
-		goto fail;
-	if (strcmp(cr_event_type(ev), "checkpoint") != 0) {
-		fprintf(stderr, "cleanroom lineage: event %llu is a %s event, not a checkpoint\n",
-		        (unsigned long long)index, cr_event_type(ev));
-		code = EXIT_VERIFY;
-		goto done;
-	}
 	lin = json_object_get(ev, "lineage");
 	ranges = json_object_get(lin, "inputs");
 	if (json) {
@@ -174,7 +158,6 @@ fail:
 done:
 	json_decref(out);
 	json_decref(ev);
-	free(leaf);
 	cr_store_free(store);
 	return code;
 }

@@ -109,11 +109,9 @@ int cmd_show(int argc, char **argv)
 	};
 	const char *store_path = NULL, *key;
 	uint64_t index = UINT64_MAX;
-	char *leaf = NULL;
-	size_t len;
 	json_t *ev = NULL;
 	cr_store *store;
-	int json = 0, all = 0, c, rc, code = EXIT_OK;
+	int json = 0, all = 0, c, code = EXIT_OK;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -130,22 +128,8 @@ int cmd_show(int argc, char **argv)
 	key = argv[optind];
 	if ((store = cli_open_store("show", cli_store_path(store_path), 0, &code)) == NULL)
 		return code;
-	if ((rc = cli_find_checkpoint(store, key, &index)) != 0)
-		goto fail;
-	if (index == UINT64_MAX) {
-		fprintf(stderr, "cleanroom show: no checkpoint recorded as %s\n", key);
-		code = EXIT_VERIFY;
+	if ((code = cli_checkpoint_event("show", store, key, &index, &ev)) != EXIT_OK)
 		goto done;
-	}
-	if ((rc = cr_store_event_get(store, index, &leaf, &len)) != 0 ||
-	    (rc = cr_event_parse(&ev, leaf, len)) != 0)
-		goto fail;
-	if (strcmp(cr_event_type(ev), "checkpoint") != 0) {
-		fprintf(stderr, "cleanroom show: event %llu is a %s event, not a checkpoint\n",
-		        (unsigned long long)index, cr_event_type(ev));
-		code = EXIT_VERIFY;
-		goto done;
-	}
 	if (json) {
 		json_t *m = json_object_get(ev, "tensors"), *d = json_object_get(ev, "delta");
 
@@ -154,12 +138,8 @@ int cmd_show(int argc, char **argv)
 	} else {
 		print_text(index, ev, all);
 	}
-	goto done;
-fail:
-	code = cli_fail("show", rc);
 done:
 	json_decref(ev);
-	free(leaf);
 	cr_store_free(store);
 	return code;
 }

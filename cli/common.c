@@ -177,18 +177,37 @@ static int keep_last(void *ctx, uint64_t index)
 	return 0;
 }
 
-int cli_find_checkpoint(cr_store *store, const char *key, uint64_t *index)
+int cli_checkpoint_event(const char *cmd, cr_store *store, const char *key, uint64_t *index,
+                         json_t **ev)
 {
-	char abs[PATH_MAX];
+	char abs[PATH_MAX], *leaf = NULL;
+	size_t len;
 	int rc;
 
 	*index = UINT64_MAX;
-	if ((rc = cr_store_find_files(store, key, "checkpoint", keep_last, index)) != 0)
-		return rc;
-	if (*index == UINT64_MAX && realpath(key, abs) &&
-	    (rc = cr_store_find_files(store, abs, "checkpoint", keep_last, index)) != 0)
-		return rc;
+	*ev = NULL;
+	if ((rc = cr_store_find_files(store, key, "checkpoint", keep_last, index)) != 0 ||
+	    (*index == UINT64_MAX && realpath(key, abs) &&
+	     (rc = cr_store_find_files(store, abs, "checkpoint", keep_last, index)) != 0))
+		return cli_fail(cmd, rc);
 	if (*index == UINT64_MAX && *key && strspn(key, "0123456789") == strlen(key))
 		*index = strtoull(key, NULL, 10);
-	return 0;
+	if (*index == UINT64_MAX) {
+		fprintf(stderr, "cleanroom %s: no checkpoint recorded as %s\n", cmd, key);
+		return EXIT_VERIFY;
+	}
+	rc = cr_store_event_get(store, *index, &leaf, &len);
+	if (rc == 0)
+		rc = cr_event_parse(ev, leaf, len);
+	free(leaf);
+	if (rc)
+		return cli_fail(cmd, rc);
+	if (strcmp(cr_event_type(*ev), "checkpoint") != 0) {
+		fprintf(stderr, "cleanroom %s: event %llu is a %s event, not a checkpoint\n", cmd,
+		        (unsigned long long)*index, cr_event_type(*ev));
+		json_decref(*ev);
+		*ev = NULL;
+		return EXIT_VERIFY;
+	}
+	return EXIT_OK;
 }

@@ -70,10 +70,13 @@ int cli_load_signing_key(const char *store_path, const char *key_arg, const char
 
 /*
  * The last checkpoint event recorded as key: a path (as recorded, or one
- * resolving to it), a SHA-256 (hex) or an event index. *index is UINT64_MAX
- * when none matches.
+ * resolving to it), a SHA-256 (hex) or an event index; *index and *ev (the
+ * parsed event, the caller's) are set. Prints what went wrong as
+ * "cleanroom <cmd>: ..." and returns its exit status (EXIT_VERIFY when no
+ * checkpoint is recorded as key), EXIT_OK when found.
  */
-int cli_find_checkpoint(cr_store *store, const char *key, uint64_t *index);
+int cli_checkpoint_event(const char *cmd, cr_store *store, const char *key, uint64_t *index,
+                         json_t **ev);
 
 /* Hex of 32 bytes into a 65-byte buffer, returned. */
 const char *cli_hex32(char out[65], const uint8_t h[32]);
