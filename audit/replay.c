@@ -212,7 +212,8 @@ typedef struct replay {
 	const cr_replay_options *opts;
 	collect c;
 	size_t next;            /* next entry of c */
-	base last;
+	base last;              /* the previous checkpoint, when its file matched its record */
+	uint64_t last_bad;      /* the last checkpoint whose file did not match, or UINT64_MAX */
 	cr_replay_fn fn;
 	void *ctx;
 	cr_replay_summary *sum;
@@ -246,15 +247,24 @@ static void problem(replay *r, const char *fmt, ...)
 	r->sum->problems++;
 }
 
-static const json_t *by_name(const json_t *list, const char *name)
+/* A name -> entry index over a list of {"name": ...} objects (the first of a name wins). */
+static json_t *name_index(const json_t *list)
 {
+	json_t *idx = json_object(), *t;
 	size_t i;
-	const json_t *t;
 
-	json_array_foreach(list, i, t)
-		if (strcmp(json_string_value(json_object_get(t, "name")) ?: "", name) == 0)
-			return t;
-	return NULL;
+	json_array_foreach(list, i, t) {
+		const char *name = json_string_value(json_object_get(t, "name"));
+
+		if (name && !json_object_get(idx, name))
+			json_object_set(idx, name, t);
+	}
+	return idx;
+}
+
+static const json_t *by_name(const json_t *idx, const char *name)
+{
+	return json_object_get(idx, name);
 }
 
 /* Two decimal strings equal within 1e-6 relative (or both absent). */
@@ -278,13 +288,14 @@ static void compare_manifest(replay *r, const char *file, const json_t *rec, con
 	const json_t *rl = json_object_get(rec, "tensors"), *dl = json_object_get(disk, "tensors"), *t;
 	const char *rf = json_string_value(json_object_get(rec, "format")) ?: "?";
 	const char *df = json_string_value(json_object_get(disk, "format")) ?: "?";
+	json_t *ri = name_index(rl), *di = name_index(dl);
 	size_t i;
 
 	if (strcmp(rf, df) != 0)
 		problem(r, "%s: read as %s, recorded as %s", file, df, rf);
 	json_array_foreach(rl, i, t) {
 		const char *name = json_string_value(json_object_get(t, "name")) ?: "?";
-		const json_t *u = by_name(dl, name);
+		const json_t *u = by_name(di, name);
 		const char *keys[] = {"dtype", "shape", "offset", "length", "member"};
 
 		if (!u) {
@@ -305,9 +316,11 @@ static void compare_manifest(replay *r, const char *file, const json_t *rec, con
 	json_array_foreach(dl, i, t) {
 		const char *name = json_string_value(json_object_get(t, "name")) ?: "?";
 
-		if (!by_name(rl, name))
+		if (!by_name(ri, name))
 			problem(r, "%s: tensor %s: in the file, not recorded", file, name);
 	}
+	json_decref(ri);
+	json_decref(di);
 }
 
 static int name_set_equal(const json_t *a, const json_t *b)
@@ -335,6 +348,7 @@ static int name_set_equal(const json_t *a, const json_t *b)
 static void compare_delta(replay *r, const char *file, const json_t *rec, const json_t *disk)
 {
 	const json_t *rc = json_object_get(rec, "changed"), *dc = json_object_get(disk, "changed"), *t;
+	json_t *ri = name_index(rc), *di = name_index(dc);
 	size_t i;
 
 	if (!name_set_equal(json_object_get(rec, "added"), json_object_get(disk, "added")))
@@ -343,7 +357,7 @@ static void compare_delta(replay *r, const char *file, const json_t *rec, const 
 		problem(r, "%s: delta: tensors removed differ from the recorded delta", file);
 	json_array_foreach(rc, i, t) {
 		const char *name = json_string_value(json_object_get(t, "name")) ?: "?";
-		const json_t *u = by_name(dc, name);
+		const json_t *u = by_name(di, name);
 		const char *nums[] = {"l2", "max_abs", "rel"};
 
 		if (!u) {
@@ -362,9 +376,24 @@ static void compare_delta(replay *r, const char *file, const json_t *rec, const 
 	json_array_foreach(dc, i, t) {
 		const char *name = json_string_value(json_object_get(t, "name")) ?: "?";
 
-		if (!by_name(rc, name))
+		if (!by_name(ri, name))
 			problem(r, "%s: delta: tensor %s changed in the files, not in the recorded delta", file, name);
 	}
+	json_decref(ri);
+	json_decref(di);
+	/* The totals too: what the timeline shows must be what the files give. */
+	if (!same_number(json_object_get(rec, "l2"), json_object_get(disk, "l2")))
+		problem(r, "%s: delta: update L2 %s recomputed, recorded %s", file,
+		        json_string_value(json_object_get(disk, "l2")) ?: "-",
+		        json_string_value(json_object_get(rec, "l2")) ?: "-");
+	if (!same_number(json_object_get(rec, "rel"), json_object_get(disk, "rel")))
+		problem(r, "%s: delta: relative update %s recomputed, recorded %s", file,
+		        json_string_value(json_object_get(disk, "rel")) ?: "-",
+		        json_string_value(json_object_get(rec, "rel")) ?: "-");
+	if (!json_equal(json_object_get(rec, "unchanged"), json_object_get(disk, "unchanged")))
+		problem(r, "%s: delta: %lld tensors unchanged in the files, recorded %lld", file,
+		        (long long)json_integer_value(json_object_get(disk, "unchanged")),
+		        (long long)json_integer_value(json_object_get(rec, "unchanged")));
 }
 
 /* An unlinked temporary file for a delta base. */
@@ -429,6 +458,7 @@ static void check_file(replay *r, const entry *e, const json_t *ev, const char *
 		cr_error_clear();
 		json_object_set_new(r->row, "status", json_string("mismatch"));
 		base_clear(&r->last);
+		r->last_bad = e->index;
 		if (bfd >= 0)
 			close(bfd);
 		return;
@@ -461,16 +491,22 @@ static void check_file(replay *r, const entry *e, const json_t *ev, const char *
 		if (d && cr_delta_json(d, &dj) == 0) {
 			compare_delta(r, file, rec_d, dj);
 			json_object_set_new(r->row, "delta_checked", json_true());
+			json_object_set(r->row, "l2", json_object_get(dj, "l2") ?: json_null());
+			json_object_set(r->row, "rel", json_object_get(dj, "rel") ?: json_null());
 			r->sum->deltas_checked++;
 		} else {
 			json_object_set_new(r->row, "delta_checked", json_false());
 			json_object_set_new(r->row, "delta_note",
-			                    json_string("not recomputed: the previous checkpoint's file is not on disk"));
+			                    json_string(json_is_integer(prev) && (uint64_t)json_integer_value(prev) == r->last_bad
+			                                ? "not recomputed: the previous checkpoint does not match its record"
+			                                : "not recomputed: the previous checkpoint's file is not on disk"));
 		}
 	}
 	json_object_set_new(r->row, "status", json_string(status_of(r, sha ? "ok" : "unverifiable")));
 	base_clear(&r->last);
-	if (bfd >= 0 && offsets) {
+	if (json_array_size(r->problems) || !sha) {
+		r->last_bad = e->index; /* a base that is not what was recorded would blame the next one */
+	} else if (bfd >= 0 && offsets) {
 		r->last.index = e->index;
 		r->last.m = m;
 		r->last.fd = bfd;
@@ -496,6 +532,7 @@ static int replay_cb(void *ctx, uint64_t index, const char *leaf, size_t len)
 	json_t *ev = NULL;
 	char file[8192];
 	const char *status;
+	int escapes;
 
 	if (r->next >= r->c.n || r->c.v[r->next].index != index)
 		return 0;
@@ -507,6 +544,8 @@ static int replay_cb(void *ctx, uint64_t index, const char *leaf, size_t len)
 	r->row = json_object();
 	r->problems = json_array();
 	snprintf(file, sizeof(file), "%s/%s", r->opts->checkpoints_dir, e->rel);
+	escapes = strcmp(e->rel, "..") == 0 || strncmp(e->rel, "../", 3) == 0 || strstr(e->rel, "/../") ||
+	          (strlen(e->rel) >= 3 && strcmp(e->rel + strlen(e->rel) - 3, "/..") == 0) || !*e->rel;
 	json_object_set_new(r->row, "index", json_integer((json_int_t)index));
 	json_object_set_new(r->row, "path", json_string(e->path));
 	json_object_set_new(r->row, "file", json_string(file));
@@ -518,12 +557,24 @@ static int replay_cb(void *ctx, uint64_t index, const char *leaf, size_t len)
 	json_object_set_new(r->row, "removed", json_integer((json_int_t)json_array_size(json_object_get(d, "removed"))));
 	json_object_set(r->row, "l2", json_object_get(d, "l2") ?: json_null());
 	json_object_set(r->row, "rel", json_object_get(d, "rel") ?: json_null());
-	if (!d && json_object_get(ev, "tensors"))
-		json_object_set_new(r->row, "delta_note", json_string("first checkpoint of its run"));
+	if (!d && json_object_get(ev, "tensors")) {
+		const char *why = json_string_value(json_object_get(ev, "tensors_error"));
+
+		json_object_set_new(r->row, "delta_note",
+		                    json_string(why ? why
+		                                : json_is_integer(json_object_get(lin, "previous"))
+		                                      ? "none recorded (deltas were off)"
+		                                      : "first checkpoint of its run"));
+	}
 	if (e->superseded_by != UINT64_MAX) {
 		json_object_set_new(r->row, "status", json_string("superseded"));
 		json_object_set_new(r->row, "superseded_by", json_integer((json_int_t)e->superseded_by));
 		base_clear(&r->last);
+	} else if (escapes) {
+		problem(r, "recorded path %s does not map to a file below %s", e->path, r->opts->checkpoints_dir);
+		json_object_set_new(r->row, "status", json_string("mismatch"));
+		base_clear(&r->last);
+		r->last_bad = index;
 	} else {
 		check_file(r, e, ev, file);
 	}
@@ -566,6 +617,7 @@ int cr_replay(const cr_replay_options *opts, cr_replay_fn fn, void *ctx, cr_repl
 	r.sum = out;
 	r.last.fd = -1;
 	r.last.index = UINT64_MAX;
+	r.last_bad = UINT64_MAX;
 	if (!opts->checkpoints_dir)
 		return cr_error_set(CR_EINVAL, "no checkpoints folder given");
 	if (opts->bundle) {
@@ -592,9 +644,14 @@ int cr_replay(const cr_replay_options *opts, cr_replay_fn fn, void *ctx, cr_repl
 	map_paths(&r.c);
 	if ((rc = foreach_event(&s, replay_cb, &r)) != 0)
 		goto done;
-	rc = out->failed ? cr_error_set(CR_EVERIFY, "%" PRIu64 " of %" PRIu64 " checkpoints do not match",
-	                                out->failed, out->checkpoints)
-	                 : 0;
+	if (out->checkpoints == 0)
+		rc = cr_error_set(CR_EVERIFY, "%s records no checkpoint: nothing to replay",
+		                  opts->bundle ? opts->bundle : opts->store);
+	else if (out->failed)
+		rc = cr_error_set(CR_EVERIFY, "%" PRIu64 " of %" PRIu64 " checkpoints do not match", out->failed,
+		                  out->checkpoints);
+	else
+		rc = 0;
 done:
 	base_clear(&r.last);
 	for (size_t i = 0; i < r.c.n; i++)

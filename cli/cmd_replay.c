@@ -29,9 +29,9 @@ static const char help[] =
 	"  --checkpoints DIR    where the checkpoint files are (required)\n"
 	"  --json               one JSON object: {ok, checkpoints: [...], summary}\n"
 	"\n"
-	"Exit status: 0 every checkpoint matched; 1 a mismatch, a missing file, or\n"
-	"a bundle that does not verify; 2 bad usage; 3 the store or bundle cannot be\n"
-	"read.\n";
+	"Exit status: 0 every checkpoint matched; 1 a mismatch, a missing file, no\n"
+	"checkpoint recorded at all, or a bundle that does not verify; 2 bad usage;\n"
+	"3 the store or bundle cannot be read.\n";
 
 typedef struct replay_ui {
 	json_t *rows;
@@ -113,8 +113,8 @@ int cmd_replay(int argc, char **argv)
 		json_decref(ui.rows);
 		return cli_fail("replay", rc);
 	}
-	if (rc == CR_EVERIFY && sum.checkpoints == 0 && o.bundle) {
-		/* the bundle itself did not verify */
+	if (rc == CR_EVERIFY && sum.checkpoints == 0) {
+		/* the bundle did not verify, or there was nothing to replay */
 		json_decref(ui.rows);
 		fprintf(stderr, "cleanroom replay: %s\n", cr_error_last());
 		return EXIT_VERIFY;

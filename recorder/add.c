@@ -26,7 +26,6 @@
 
 #include "cleanroom/add.h"
 #include "cleanroom/error.h"
-#include "cleanroom/event.h"
 #include "cleanroom/hash.h"
 #include "util/buf.h"
 
@@ -359,16 +358,25 @@ typedef struct slot {
 
 #define RETRY_TAG (1ull << 63)
 
-/* What each hashing thread keeps. */
+/*
+ * What each hashing thread keeps. Lookups that cannot hit are skipped: of a
+ * device the hash cache knows nothing about, of a folder nothing below which
+ * is recorded (the answers are remembered for the last device and folder
+ * seen; files arrive folder by folder). Nothing this add records can make
+ * them wrong: it records each path once.
+ */
 typedef struct worker_state {
 	cr_store_reader *reader;
-	json_t *ev;                  /* the input event, its fields replaced file by file */
-	struct timespec time;        /* the time ev holds */
+	uint64_t dev;
+	int dev_known;               /* the cache holds files of dev: 1, 0; -1 not asked */
+	uint32_t dir;
+	int dir_recorded;            /* files are recorded below dir: 1, 0; -1 not asked */
 } worker_state;
 
 typedef struct adder {
 	slot *win;
 	size_t window;
+	const file_ent *files;
 	worker_state *workers;
 	unsigned n_workers;          /* with a reader and an event */
 } adder;
@@ -391,10 +399,23 @@ static int known_hook(void *ctx, unsigned worker, uint64_t tag, const char *path
 	adder *a = ctx;
 	int rc;
 
+	worker_state *w;
+
 	(void)path;
 	if (worker >= a->n_workers)
 		return 0;
-	rc = cr_store_reader_cache_get(a->workers[worker].reader, id, sha);
+	w = &a->workers[worker];
+	if (w->dev_known < 0 || w->dev != id->dev) {
+		if ((rc = cr_store_reader_cache_has_device(w->reader, id->dev)) < 0) {
+			slot_fail(slot_of(a, tag), rc);
+			return rc;
+		}
+		w->dev = id->dev;
+		w->dev_known = rc;
+	}
+	if (!w->dev_known)
+		return 0;
+	rc = cr_store_reader_cache_get(w->reader, id, sha);
 	if (rc == 0)
 		return 1;
 	if (rc == CR_ENOTFOUND) {
@@ -413,6 +434,7 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
 {
 	adder *a = ctx;
 	slot *s = slot_of(a, r->tag);
+	const file_ent *f;
 	worker_state *w;
 	size_t len = strlen(path);
 	int rc;
@@ -420,7 +442,22 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
 	if (r->rc != 0 || s->fatal || worker >= a->n_workers)
 		return;
 	w = &a->workers[worker];
-	rc = cr_store_reader_file_recorded(w->reader, path, len, r->sha256);
+	f = &a->files[(size_t)(r->tag & ~RETRY_TAG)];
+	if (f->dir == NO_DIR || w->dir_recorded < 0 || w->dir != f->dir) {
+		rc = f->dir == NO_DIR ? 1 : cr_store_reader_recorded_under(w->reader, path, f->name_off - 1);
+		if (rc < 0) {
+			slot_fail(s, rc);
+			return;
+		}
+		if (f->dir != NO_DIR) {
+			w->dir = f->dir;
+			w->dir_recorded = rc;
+		}
+	} else {
+		rc = w->dir_recorded;
+	}
+	if (rc)
+		rc = cr_store_reader_file_recorded(w->reader, path, len, r->sha256);
 	if (rc < 0) {
 		slot_fail(s, rc);
 		return;
@@ -429,16 +466,7 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
 		s->unchanged = 1;
 		return;
 	}
-	/* The same event object for every file: only what differs is set again. */
-	json_object_del(w->ev, "path");
-	json_object_del(w->ev, "path_b64");
-	if ((w->time.tv_sec != s->time.tv_sec || w->time.tv_nsec != s->time.tv_nsec) &&
-	    (rc = cr_event_set_time(w->ev, "time", &s->time)) == 0)
-		w->time = s->time;
-	if (rc != 0 || (rc = cr_event_set_path(w->ev, "path", path, len)) != 0 ||
-	    (rc = cr_event_set_hex(w->ev, "sha256", r->sha256, CR_SHA256_SIZE)) != 0 ||
-	    (rc = cr_event_set_int(w->ev, "size", (int64_t)r->id.size)) != 0 ||
-	    (rc = cr_store_prepare(s->prep, w->ev)) != 0)
+	if ((rc = cr_store_prepare_input(s->prep, path, len, r->sha256, r->id.size, &s->time, "add")) != 0)
 		slot_fail(s, rc);
 }
 
@@ -563,7 +591,7 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 	struct rlimit lim;
 	cr_hash_pool *pool = NULL;
 	cr_hash_hooks hooks = {known_hook, done_hook, NULL, O_NOFOLLOW};
-	adder a = {NULL, 0, NULL, 0};
+	adder a = {NULL, 0, NULL, NULL, 0};
 	worker_state *w;
 	unsigned threads;
 	size_t batch, i;
@@ -602,24 +630,20 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 		rc = cr_error_set(CR_ENOMEM, "out of memory");
 		goto done;
 	}
+	a.files = files.items;
 	for (; a.n_workers < threads; a.n_workers++) {
 		w = &a.workers[a.n_workers];
-		if ((rc = cr_store_reader_open(store, &w->reader)) != 0 ||
-		    (rc = cr_event_new(&w->ev, "input")) != 0 ||
-		    (rc = cr_event_set_str(w->ev, "via", "add")) != 0) {
-			cr_store_reader_free(w->reader);
-			json_decref(w->ev);
+		w->dev_known = -1;
+		w->dir_recorded = -1;
+		if ((rc = cr_store_reader_open(store, &w->reader)) != 0)
 			goto done;
-		}
 	}
 	rc = add_files(store, pool, &a, &files, batch, &o, stats);
 done:
 	/* Jobs not started are dropped; the workers are gone before their readers. */
 	cr_hash_pool_free(pool);
-	for (i = 0; i < a.n_workers; i++) {
+	for (i = 0; i < a.n_workers; i++)
 		cr_store_reader_free(a.workers[i].reader);
-		json_decref(a.workers[i].ev);
-	}
 	free(a.workers);
 	if (a.win) {
 		for (i = 0; i < a.window; i++)

@@ -530,19 +530,16 @@ done:
  * workers hash them, results queue back and an eventfd wakes the owner's
  * event loop. Each worker owns one hasher for its whole life.
  */
+/* A job, and once done its result: one allocation for both. */
 typedef struct pool_job {
 	struct pool_job *next;
 	uint64_t tag;
 	int fd;       /* a descriptor to hash, or -1 */
 	int dirfd;    /* else open path + at_off relative to this (AT_FDCWD: path) */
 	size_t at_off;
+	cr_hash_result r;
 	char path[];
 } pool_job;
-
-typedef struct pool_result {
-	struct pool_result *next;
-	cr_hash_result r;
-} pool_result;
 
 typedef struct pool_thread {
 	struct cr_hash_pool *pool;
@@ -554,7 +551,7 @@ struct cr_hash_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	pool_job *jobs, **jobs_tail;
-	pool_result *results, **results_tail;
+	pool_job *results, **results_tail;
 	size_t queued, running;
 	int stopping;
 	int efd;
@@ -576,7 +573,7 @@ static void *pool_worker(void *arg)
 
 	for (;;) {
 		pool_job *j;
-		pool_result *res;
+		cr_hash_result *res;
 		uint64_t nread, one = 1;
 		int rc, signal;
 
@@ -596,28 +593,28 @@ static void *pool_worker(void *arg)
 		p->running++;
 		pthread_mutex_unlock(&p->lock);
 
-		res = calloc(1, sizeof(*res));
-		if (res) {
-			res->r.tag = j->tag;
-			known.tag = j->tag;
-			cr_error_clear();
-			if (ready != 0)
-				rc = ready;
-			else if (j->fd >= 0)
-				rc = hash_open_file(&h, j->fd, 0, j->path, res->r.sha256, &res->r.id, &nread,
-				                    &known, &res->r.cached);
-			else
-				rc = hash_file_with(&h, j->dirfd, j->path, j->at_off, flags, res->r.sha256,
-				                    &res->r.id, &nread, &known, &res->r.cached);
-			res->r.rc = rc;
-			if (rc < 0)
-				snprintf(res->r.error, sizeof(res->r.error), "%s", cr_error_last());
-			if (p->hooks.done)
-				p->hooks.done(p->hooks.ctx, t->index, j->path, &res->r);
-		}
+		res = &j->r;
+		memset(res, 0, sizeof(*res));
+		res->tag = j->tag;
+		known.tag = j->tag;
+		cr_error_clear();
+		if (ready != 0)
+			rc = ready;
+		else if (j->fd >= 0)
+			rc = hash_open_file(&h, j->fd, 0, j->path, res->sha256, &res->id, &nread, &known,
+			                    &res->cached);
+		else
+			rc = hash_file_with(&h, j->dirfd, j->path, j->at_off, flags, res->sha256, &res->id,
+			                    &nread, &known, &res->cached);
+		res->rc = rc;
+		if (rc < 0)
+			snprintf(res->error, sizeof(res->error), "%s", cr_error_last());
+		if (p->hooks.done)
+			p->hooks.done(p->hooks.ctx, t->index, j->path, res);
 		if (j->fd >= 0)
 			close(j->fd);
-		free(j);
+		j->fd = -1;
+		j->next = NULL;
 
 		pthread_mutex_lock(&p->lock);
 		p->running--;
@@ -627,11 +624,9 @@ static void *pool_worker(void *arg)
 		 * eventfd when it leaves some. That saves a system call per file,
 		 * and the owner's wake-ups while it is still busy with earlier ones.
 		 */
-		signal = !p->results || !res;
-		if (res) {
-			*p->results_tail = res;
-			p->results_tail = &res->next;
-		}
+		signal = !p->results;
+		*p->results_tail = j;
+		p->results_tail = &j->next;
 		pthread_mutex_unlock(&p->lock);
 		if (signal && write(p->efd, &one, sizeof(one)) < 0) {
 			/* The counter saturating only delays the wake-up; nothing is lost. */
@@ -738,13 +733,13 @@ size_t cr_hash_pool_collect(cr_hash_pool *p, cr_hash_result *out, size_t max)
 	}
 	pthread_mutex_lock(&p->lock);
 	while (p->results && n < max) {
-		pool_result *r = p->results;
+		pool_job *j = p->results;
 
-		p->results = r->next;
+		p->results = j->next;
 		if (!p->results)
 			p->results_tail = &p->results;
-		out[n++] = r->r;
-		free(r);
+		out[n++] = j->r;
+		free(j);
 	}
 	if (p->results) {
 		uint64_t one = 1;
@@ -760,7 +755,7 @@ size_t cr_hash_pool_collect(cr_hash_pool *p, cr_hash_result *out, size_t max)
 size_t cr_hash_pool_busy(cr_hash_pool *p)
 {
 	size_t n;
-	pool_result *r;
+	pool_job *r;
 
 	pthread_mutex_lock(&p->lock);
 	n = p->queued + p->running;
@@ -799,7 +794,7 @@ void cr_hash_pool_free(cr_hash_pool *p)
 		free(j);
 	}
 	while (p->results) {
-		pool_result *r = p->results;
+		pool_job *r = p->results;
 
 		p->results = r->next;
 		free(r);

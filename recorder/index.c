@@ -51,6 +51,8 @@ enum {
 	ST_FILE_RECORDED,
 	ST_TYPE_GET,
 	ST_TYPE_ADD,
+	ST_CACHE_DEVICE,
+	ST_RECORDED_UNDER,
 	ST_COUNT
 };
 
@@ -72,6 +74,9 @@ static const char *const statements[ST_COUNT] = {
 	[ST_SEGMENT_OF] = "SELECT first, path FROM segments WHERE first <= ?1 ORDER BY first DESC LIMIT 1",
 	[ST_TYPE_GET] = "SELECT code FROM types WHERE name = ?1",
 	[ST_TYPE_ADD] = "INSERT INTO types(name) VALUES (?1)",
+	[ST_CACHE_DEVICE] = "SELECT 1 FROM hash_cache WHERE dev = ?1 LIMIT 1",
+	/* ?1 = "folder/", ?2 = "folder0" ('0' follows '/'): every path below the folder. */
+	[ST_RECORDED_UNDER] = "SELECT 1 FROM files WHERE path >= ?1 AND path < ?2 LIMIT 1",
 };
 
 static const char schema[] =
@@ -813,9 +818,14 @@ int cr_index_file_recorded(cr_index *idx, const char *path, size_t len,
 #define READER_TXN_OPS 4096
 #define READER_CACHE_KIB 8192
 
+/* The statements a reader prepares. */
+static const int reader_statements[] = {ST_CACHE_GET, ST_FILE_RECORDED, ST_CACHE_DEVICE,
+                                        ST_RECORDED_UNDER};
+#define N_READER_STATEMENTS (sizeof(reader_statements) / sizeof(reader_statements[0]))
+
 struct cr_index_reader {
 	sqlite3 *db;
-	sqlite3_stmt *cache_get, *file_recorded;
+	sqlite3_stmt *st[N_READER_STATEMENTS]; /* as reader_statements */
 	unsigned ops;
 };
 
@@ -823,8 +833,8 @@ void cr_index_reader_free(cr_index_reader *r)
 {
 	if (!r)
 		return;
-	sqlite3_finalize(r->cache_get);
-	sqlite3_finalize(r->file_recorded);
+	for (size_t i = 0; i < N_READER_STATEMENTS; i++)
+		sqlite3_finalize(r->st[i]);
 	sqlite3_close(r->db); /* ends an open read transaction */
 	free(r);
 }
@@ -862,12 +872,12 @@ int cr_index_reader_open(cr_index_reader **out, const char *path)
 		                  SCHEMA_VERSION);
 		goto fail;
 	}
-	if (sqlite3_prepare_v3(r->db, statements[ST_CACHE_GET], -1, SQLITE_PREPARE_PERSISTENT,
-	                       &r->cache_get, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v3(r->db, statements[ST_FILE_RECORDED], -1, SQLITE_PREPARE_PERSISTENT,
-	                       &r->file_recorded, NULL) != SQLITE_OK) {
-		rc = cr_error_set(CR_ESQLITE, "index %s: %s", path, sqlite3_errmsg(r->db));
-		goto fail;
+	for (size_t i = 0; i < N_READER_STATEMENTS; i++) {
+		if (sqlite3_prepare_v3(r->db, statements[reader_statements[i]], -1,
+		                       SQLITE_PREPARE_PERSISTENT, &r->st[i], NULL) != SQLITE_OK) {
+			rc = cr_error_set(CR_ESQLITE, "index %s: %s", path, sqlite3_errmsg(r->db));
+			goto fail;
+		}
 	}
 	*out = r;
 	return 0;
@@ -891,7 +901,7 @@ int cr_index_reader_cache_get(cr_index_reader *r, const cr_file_id *id, uint8_t 
 {
 	int rc = reader_txn(r);
 
-	return rc ? rc : cache_get_with(r->db, r->cache_get, id, out);
+	return rc ? rc : cache_get_with(r->db, r->st[0], id, out);
 }
 
 int cr_index_reader_file_recorded(cr_index_reader *r, const char *path, size_t len,
@@ -899,7 +909,49 @@ int cr_index_reader_file_recorded(cr_index_reader *r, const char *path, size_t l
 {
 	int rc = reader_txn(r);
 
-	return rc ? rc : file_recorded_with(r->db, r->file_recorded, path, len, sha);
+	return rc ? rc : file_recorded_with(r->db, r->st[1], path, len, sha);
+}
+
+/* 1 when statement s (bound) has a row, 0 when not. */
+static int has_row(sqlite3 *db, sqlite3_stmt *s, const char *what)
+{
+	int rc = sqlite3_step(s);
+
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return cr_error_set(CR_ESQLITE, "index: %s: %s", what, sqlite3_errmsg(db));
+}
+
+int cr_index_reader_cache_has_device(cr_index_reader *r, uint64_t dev)
+{
+	int rc = reader_txn(r);
+
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(r->st[2], 1, (sqlite3_int64)dev);
+	return has_row(r->db, r->st[2], "reading the hash cache");
+}
+
+int cr_index_reader_recorded_under(cr_index_reader *r, const char *dir, size_t len)
+{
+	cr_buf lo = CR_BUF_INIT;
+	int rc = reader_txn(r);
+
+	if (rc)
+		return rc;
+	if ((rc = cr_buf_put(&lo, dir, len)) != 0 || (rc = cr_buf_putc(&lo, '/')) != 0)
+		goto done;
+	sqlite3_bind_text(r->st[3], 1, lo.ptr, (int)lo.len, SQLITE_TRANSIENT);
+	lo.ptr[len] = '0';
+	sqlite3_bind_text(r->st[3], 2, lo.ptr, (int)lo.len, SQLITE_TRANSIENT);
+	rc = has_row(r->db, r->st[3], "looking up files");
+done:
+	cr_buf_free(&lo);
+	return rc;
 }
 
 int cr_index_find_files(cr_index *idx, const char *path, size_t path_len, const uint8_t *sha,

@@ -102,6 +102,10 @@ int cr_index_reader_cache_get(cr_index_reader *r, const cr_file_id *id,
                               uint8_t out[CR_SHA256_SIZE]);
 int cr_index_reader_file_recorded(cr_index_reader *r, const char *path, size_t len,
                                   const uint8_t sha[CR_SHA256_SIZE]);
+/* 1 when the hash cache holds a file of device dev, 0 when not, < 0 on error. */
+int cr_index_reader_cache_has_device(cr_index_reader *r, uint64_t dev);
+/* 1 when a file event is recorded below folder dir (len bytes, no trailing '/'), 0 when not. */
+int cr_index_reader_recorded_under(cr_index_reader *r, const char *dir, size_t len);
 
 int cr_index_witness_add(cr_index *idx, uint64_t size, const uint8_t root[CR_HASH_SIZE],
                          const char *commit);

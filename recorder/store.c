@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -490,6 +491,105 @@ int cr_store_prepare(cr_store_prepared *p, const json_t *ev)
 	return 0;
 }
 
+/* A JSON string as cr_event_encode writes it: '"', '\\' and controls escaped. */
+static int put_json_string(cr_buf *out, const char *s, size_t len)
+{
+	static const char hexd[] = "0123456789abcdef";
+	size_t i, run = 0;
+	int rc;
+
+	if ((rc = cr_buf_grow(out, len + 2)) != 0)
+		return rc;
+	out->ptr[out->len++] = '"';
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[6] = {'\\', 0, '0', '0', hexd[c >> 4], hexd[c & 15]};
+		size_t n = 2;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		if ((rc = cr_buf_put(out, s + run, i - run)) != 0)
+			return rc;
+		run = i + 1;
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default: esc[1] = 'u'; n = 6;
+		}
+		if ((rc = cr_buf_put(out, esc, n)) != 0)
+			return rc;
+	}
+	if ((rc = cr_buf_put(out, s + run, len - run)) != 0)
+		return rc;
+	return cr_buf_putc(out, '"');
+}
+
+int cr_store_prepare_input(cr_store_prepared *p, const char *path, size_t len,
+                           const uint8_t sha[CR_SHA256_SIZE], uint64_t size,
+                           const struct timespec *time, const char *via)
+{
+	cr_buf *b = &p->leaf;
+	char hex[2 * CR_SHA256_SIZE + 1], num[32], when[64];
+	struct tm tm;
+	time_t t = time->tv_sec;
+	int utf8 = cr_utf8_valid((const uint8_t *)path, len) && memchr(path, 0, len) == NULL;
+	int rc;
+
+	p->ready = 0;
+	cr_buf_clear(b);
+	/* The checks cr_event_set_int, _set_time and _set_str make. */
+	if (size > (uint64_t)CR_EVENT_INT_MAX)
+		return cr_error_set(CR_ERANGE, "\"size\": %" PRIu64 " is beyond 2^53-1", size);
+	if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999 ||
+	    time->tv_nsec < 0 || time->tv_nsec >= 1000000000)
+		return cr_error_set(CR_ERANGE, "time out of range");
+	if (!cr_utf8_valid((const uint8_t *)via, strlen(via)))
+		return cr_error_set(CR_EINVAL, "\"via\" is not valid UTF-8");
+	snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	         (long)(time->tv_nsec / 1000));
+	cr_hex_encode(hex, sha, CR_SHA256_SIZE);
+	snprintf(num, sizeof(num), "%" PRIu64, size);
+	/* Keys in canonical order; "path" and "path_b64" sort first either way. */
+	if (utf8) {
+		rc = cr_buf_puts(b, "{\"path\":");
+		if (!rc)
+			rc = put_json_string(b, path, len);
+	} else {
+		size_t n = cr_base64_len(len);
+
+		if ((rc = cr_buf_puts(b, "{\"path_b64\":\"")) == 0 && (rc = cr_buf_grow(b, n + 1)) == 0) {
+			cr_base64_encode(b->ptr + b->len, (const uint8_t *)path, len);
+			b->len += n;
+			rc = cr_buf_putc(b, '"');
+		}
+	}
+	if (rc || (rc = cr_buf_puts(b, ",\"sha256\":\"")) != 0 || (rc = cr_buf_puts(b, hex)) != 0 ||
+	    (rc = cr_buf_puts(b, "\",\"size\":")) != 0 || (rc = cr_buf_puts(b, num)) != 0 ||
+	    (rc = cr_buf_puts(b, ",\"time\":\"")) != 0 || (rc = cr_buf_puts(b, when)) != 0 ||
+	    (rc = cr_buf_printf(b, "\",\"type\":\"input\",\"v\":%d,\"via\":", CR_EVENT_VERSION)) != 0 ||
+	    (rc = put_json_string(b, via, strlen(via))) != 0 || (rc = cr_buf_putc(b, '}')) != 0)
+		return rc;
+	/* What cr_index_entry_set takes from such an event. */
+	cr_buf_clear(&p->entry.type);
+	cr_buf_clear(&p->entry.path);
+	if ((rc = cr_buf_puts(&p->entry.type, "input")) != 0 ||
+	    (rc = cr_buf_put(&p->entry.path, path, len)) != 0)
+		return rc;
+	p->entry.is_file = 1;
+	memcpy(p->entry.sha256, sha, CR_SHA256_SIZE);
+	p->entry.has_size = 1;
+	p->entry.size = (int64_t)size;
+	cr_merkle_leaf_hash(p->hash, b->ptr, b->len);
+	p->ready = 1;
+	return 0;
+}
+
 static int check_writable(cr_store *s)
 {
 	if (!(s->flags & CR_STORE_WRITE))
@@ -652,6 +752,16 @@ int cr_store_reader_file_recorded(cr_store_reader *r, const char *path, size_t l
                                   const uint8_t sha[CR_SHA256_SIZE])
 {
 	return cr_index_reader_file_recorded(r->index, path, len, sha);
+}
+
+int cr_store_reader_cache_has_device(cr_store_reader *r, uint64_t dev)
+{
+	return cr_index_reader_cache_has_device(r->index, dev);
+}
+
+int cr_store_reader_recorded_under(cr_store_reader *r, const char *dir, size_t len)
+{
+	return cr_index_reader_recorded_under(r->index, dir, len);
 }
 
 static int resolve_size(cr_store *s, uint64_t *size)

@@ -31,6 +31,7 @@ extern "C" {
 #define CR_STORE_SEGMENT_BYTES (8u * 1024 * 1024)
 #define CR_STORE_SEGMENT_EVENTS 65536u
 
+struct timespec;
 typedef struct cr_store cr_store;
 
 /* The committed state of the log. */
@@ -104,6 +105,14 @@ int cr_store_reader_cache_get(cr_store_reader *reader, const cr_file_id *id,
                               uint8_t sha[CR_SHA256_SIZE]);
 int cr_store_reader_file_recorded(cr_store_reader *reader, const char *path, size_t len,
                                   const uint8_t sha[CR_SHA256_SIZE]);
+/*
+ * Whether a lookup can hit at all, to skip many that cannot: 1 when the
+ * hash cache holds any file of device dev; 1 when any file event is
+ * recorded below folder dir (len bytes, no trailing '/'); 0 when not, < 0
+ * on an error.
+ */
+int cr_store_reader_cache_has_device(cr_store_reader *reader, uint64_t dev);
+int cr_store_reader_recorded_under(cr_store_reader *reader, const char *dir, size_t len);
 
 /*
  * An event prepared ahead of its append, on any thread: encoded, its leaf
@@ -116,6 +125,16 @@ int cr_store_prepared_new(cr_store_prepared **out);
 void cr_store_prepared_free(cr_store_prepared *p); /* NULL-safe */
 /* Prepare ev into p (thread-safe; no store needed). */
 int cr_store_prepare(cr_store_prepared *p, const json_t *ev);
+/*
+ * Prepare the input event `cleanroom add` records for a file: {"path" (or
+ * "path_b64" for a path that is not UTF-8), "sha256", "size", "time",
+ * "type":"input", "v", "via"}, the same bytes and index entry as building it
+ * with cr_event_* and cr_store_prepare() give (the store's tests hold the two
+ * to that), at a fraction of the cost: it is written straight to bytes.
+ */
+int cr_store_prepare_input(cr_store_prepared *p, const char *path, size_t len,
+                           const uint8_t sha[CR_SHA256_SIZE], uint64_t size,
+                           const struct timespec *time, const char *via);
 /* cr_store_append() of the event p was prepared from; p is empty afterwards. */
 int cr_store_append_prepared(cr_store *store, cr_store_prepared *p, uint64_t *out_index);
 

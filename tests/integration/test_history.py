@@ -196,12 +196,13 @@ class History(crtest.TestCase):
         tensor_problems = [p for p in bad["problems"] if "tensor " in p and "SHA-256" in p]
         self.assertEqual(len(tensor_problems), 1, bad["problems"])
         self.assertIn("tensor %s:" % victim, tensor_problems[0])
-        for other in ("epoch-1.pt", "model.safetensors"):
+        for other in ("epoch-1.pt", "epoch-3.pt", "model.safetensors"):
             self.assertEqual(rows[other]["status"], "ok", rows[other])
-        # epoch-3's own file is intact: only its recomputed delta (from the flipped
-        # epoch-2) can disagree, and only for the flipped tensor
-        for p in rows["epoch-3.pt"]["problems"]:
-            self.assertIn(victim, p)
+            self.assertEqual(rows[other]["problems"], [], rows[other])
+        # epoch-3's delta is not recomputed from a base that does not match its record
+        self.assertFalse(rows["epoch-3.pt"]["delta_checked"])
+        self.assertIn("does not match", rows["epoch-3.pt"]["delta_note"])
+        self.assertEqual(r.json()["summary"]["failed"], 1)
         text = crtest.cleanroom("replay", "--checkpoints", copy, store=self.store.path)
         self.assertEqual(text.rc, 1)
         self.assertIn("epoch-2.pt: tensor %s:" % victim, text.out)
@@ -216,6 +217,21 @@ class History(crtest.TestCase):
         rows = {os.path.basename(x["file"]): x for x in r.json()["checkpoints"]}
         self.assertEqual(rows["epoch-1.pt"]["status"], "missing")
         self.assertFalse(rows["epoch-2.pt"]["delta_checked"])
+
+    def test_replay_recomputes_the_totals(self):
+        r = crtest.cleanroom("replay", "--json", "--checkpoints", self.ckpt, store=self.store.path)
+        rows = {os.path.basename(x["file"]): x for x in r.json()["checkpoints"]}
+        recorded = self.show(self.epoch(2))["delta"]
+        self.assertTrue(rows["epoch-2.pt"]["delta_checked"])
+        self.assertAlmostEqual(float(rows["epoch-2.pt"]["l2"]), float(recorded["l2"]),
+                               delta=1e-6 * float(recorded["l2"]))
+
+    def test_replay_with_nothing_to_replay(self):
+        empty = crtest.Store(os.path.join(self.dir, "empty"))
+        self.assertEqual(crtest.cleanroom("init", store=empty.path).rc, 0)
+        r = crtest.cleanroom("replay", "--checkpoints", self.ckpt, store=empty.path)
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("no checkpoint", r.err)
 
     def test_replay_from_bundle(self):
         keys = os.path.join(self.dir, "keys")

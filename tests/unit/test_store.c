@@ -455,5 +455,149 @@ static void test_prepared_and_readers(void)
 	}
 }
 
+/* The rows of the derived tables, as text, for comparing two indexes. */
+static void dump_index(const char *dir, cr_buf *out)
+{
+	static const char *const queries[] = {
+		"SELECT idx, type, hex(leaf) FROM events ORDER BY idx",
+		"SELECT code, name FROM types ORDER BY code",
+		"SELECT hex(path), idx, hex(sha256), size FROM files ORDER BY idx",
+	};
+	char path[300];
+	sqlite3 *db = NULL;
+
+	cr_buf_clear(out);
+	snprintf(path, sizeof(path), "%s/index.sqlite", dir);
+	if (sqlite3_open(path, &db) != SQLITE_OK)
+		return;
+	for (size_t q = 0; q < sizeof(queries) / sizeof(queries[0]); q++) {
+		sqlite3_stmt *st = NULL;
+
+		if (sqlite3_prepare_v2(db, queries[q], -1, &st, NULL) != SQLITE_OK)
+			continue;
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			for (int c = 0; c < sqlite3_column_count(st); c++)
+				cr_buf_printf(out, "%s|", sqlite3_column_text(st, c) ? (const char *)sqlite3_column_text(st, c) : "NULL");
+			cr_buf_putc(out, '\n');
+		}
+		sqlite3_finalize(st);
+	}
+	sqlite3_close(db);
+}
+
+/*
+ * cr_store_prepare_input writes the input event straight to bytes: it must
+ * give what building it with cr_event_* and cr_store_prepare() gives, for
+ * every path (quotes, backslashes, controls, UTF-8, not UTF-8, NUL) and at
+ * the edges of sizes and times.
+ */
+static void test_prepare_input_is_canonical(void)
+{
+	static char dir_a[300], dir_b[300];
+	static const char *const fixed[] = {
+		"/data/plain.bin", "/q\"uote", "/back\\slash", "/c\x01\x1f\t\n\r\b\f", "/del\x7f",
+		"/caf\xc3\xa9", "/\xf0\x9f\x98\x80.bin", "/bad\xff\xfe", "/overlong\xc0\xaf",
+		"/surrogate\xed\xa0\x80", "", "/sp ace/\u00e9t\u00e9",
+	};
+	cr_store *a = NULL, *b = NULL;
+	cr_store_prepared *pa = NULL, *pb = NULL;
+	cr_store_state sa, sb;
+	cr_buf da = CR_BUF_INIT, db = CR_BUF_INIT;
+	uint64_t rng = 0x1234567;
+	int mismatches = 0, n = 0;
+
+	make_tmp();
+	snprintf(dir_a, sizeof(dir_a), "%s-a", tmpdir);
+	snprintf(dir_b, sizeof(dir_b), "%s-b", tmpdir);
+	REQUIRE(cr_store_init(dir_a) == 0 && cr_store_init(dir_b) == 0);
+	REQUIRE(cr_store_open(&a, dir_a, CR_STORE_WRITE) == 0);
+	REQUIRE(cr_store_open(&b, dir_b, CR_STORE_WRITE) == 0);
+	REQUIRE(cr_store_prepared_new(&pa) == 0 && cr_store_prepared_new(&pb) == 0);
+	for (int i = 0; i < 400; i++) {
+		char path[64];
+		size_t len;
+		uint8_t sha[32];
+		uint64_t size;
+		struct timespec t;
+		json_t *ev = NULL;
+		int ra, rb;
+
+		rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+		if (i < (int)(sizeof(fixed) / sizeof(fixed[0]))) {
+			len = strlen(fixed[i]);
+			memcpy(path, fixed[i], len);
+		} else if (i == 50) {
+			memcpy(path, "/nul\0inside", 11); /* not a C string: path_b64 */
+			len = 11;
+		} else {
+			len = 1 + (size_t)(rng >> 58);
+			for (size_t k = 0; k < len; k++) {
+				rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+				/* Mostly printable ASCII, some controls and high bytes. */
+				path[k] = (char)(k % 5 == 4 ? (rng >> 56) : 0x20 + (rng >> 57) % 95);
+			}
+		}
+		fake_sha(i, sha);
+		size = i == 1 ? 0 : i == 2 ? (uint64_t)CR_EVENT_INT_MAX : i == 3 ? (uint64_t)CR_EVENT_INT_MAX + 1
+		                                                    : (rng >> 20) % 100000;
+		t.tv_sec = i == 4 ? 0 : i == 5 ? 253402300799 : i == 6 ? 253402300800 : 1795000000 + i;
+		t.tv_nsec = i == 7 ? 999999999 : i == 8 ? 1000000000 : (long)((rng >> 8) % 1000000000);
+		if (cr_event_new(&ev, "input") != 0)
+			break;
+		ra = cr_event_set_path(ev, "path", path, len);
+		if (!ra)
+			ra = cr_event_set_hex(ev, "sha256", sha, 32);
+		if (!ra)
+			ra = cr_event_set_int(ev, "size", size > (uint64_t)INT64_MAX ? -1 : (int64_t)size);
+		if (!ra)
+			ra = cr_event_set_time(ev, "time", &t);
+		if (!ra)
+			ra = cr_event_set_str(ev, "via", "add");
+		if (!ra)
+			ra = cr_store_prepare(pa, ev);
+		json_decref(ev);
+		rb = cr_store_prepare_input(pb, path, len, sha, size, &t, "add");
+		if ((ra == 0) != (rb == 0)) {
+			fprintf(stderr, "event %d: prepared %d by JSON, %d directly\n", i, ra, rb);
+			mismatches++;
+			continue;
+		}
+		if (ra)
+			continue; /* refused both ways: sizes and times out of range */
+		n++;
+		CHECK(cr_store_append_prepared(a, pa, NULL) == 0);
+		CHECK(cr_store_append_prepared(b, pb, NULL) == 0);
+		cr_store_state_get(a, &sa);
+		cr_store_state_get(b, &sb);
+		CHECK(cr_store_flush(a) == 0 && cr_store_flush(b) == 0);
+		cr_store_state_get(a, &sa);
+		cr_store_state_get(b, &sb);
+		if (memcmp(sa.root, sb.root, 32) != 0) {
+			fprintf(stderr, "event %d (path of %zu bytes) encodes differently\n", i, len);
+			mismatches++;
+			break;
+		}
+	}
+	CHECK(mismatches == 0);
+	CHECK(n > 350);
+	/* The index rows are the same too (leaf, type, path bytes, hash, size). */
+	cr_store_free(a);
+	cr_store_free(b);
+	dump_index(dir_a, &da);
+	dump_index(dir_b, &db);
+	CHECK(da.len > 0 && da.len == db.len && memcmp(da.ptr, db.ptr, da.len) == 0);
+	cr_buf_free(&da);
+	cr_buf_free(&db);
+	cr_store_prepared_free(pa);
+	cr_store_prepared_free(pb);
+	{
+		char cmd[700];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf %s %s", dir_a, dir_b);
+		(void)!system(cmd);
+	}
+}
+
 TEST_MAIN(TEST(test_append_reopen_prove), TEST(test_index_catches_up), TEST(test_missing_store),
-          TEST(test_old_schema_is_rebuilt), TEST(test_prepared_and_readers))
+          TEST(test_old_schema_is_rebuilt), TEST(test_prepared_and_readers),
+          TEST(test_prepare_input_is_canonical))
