@@ -287,7 +287,8 @@ fail:
 
 int cr_shard_name(const char *path, size_t len)
 {
-	static const char *const ext[] = {".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".zip", NULL};
+	static const char *const ext[] = {".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".tzst",
+	                                  ".tar.bz2", ".tbz2", ".tbz", ".zip", NULL};
 
 	for (int i = 0; ext[i]; i++) {
 		size_t n = strlen(ext[i]);
