@@ -20,7 +20,10 @@
  *      are decoded from the same chunks as they pass and fed, converted to
  *      their dtype's little-endian bytes, under the virtual member
  *      CR_ONNX_TYPED_MEMBER. External data files beside the model are then
- *      read and fed under their location.
+ *      read and fed under their location, each file once, in offset order.
+ * External data is followed only where its hashes cannot give a secret
+ * away (see "external data" below): tensors are therefore declared after
+ * the metadata pass once a model names external data, in file order.
  * A tensor's bytes are what onnx.numpy_helper.to_array(t).tobytes() gives,
  * except BFLOAT16, which numpy_helper widens to float32: we keep its two
  * bytes per element (docs/formats/tensors.md, "ONNX").
@@ -160,9 +163,33 @@ typedef struct typed_tensor {
 
 /* A tensor whose bytes live in an external data file. */
 typedef struct ext_tensor {
-	char *location;
+	size_t loc;  /* index into reader.locs */
+	size_t file; /* index into reader.files (set by ext_resolve) */
 	uint64_t offset, length;
+	const char *why; /* why its bytes are not followed, or NULL */
 } ext_tensor;
+
+/* A location named by external tensors, opened once by ext_resolve. */
+typedef struct ext_file {
+	const char *loc; /* borrowed from reader.locs */
+	uint64_t dev, ino, size;
+	const char *why; /* why it is not followed, or NULL */
+} ext_file;
+
+/*
+ * A followed external range. Sorted by (dev, ino, off, len, file), the spans
+ * of one file on disk lie together, in the order the file is read.
+ */
+typedef struct span {
+	uint64_t dev, ino, off, len;
+	size_t file, ext;
+} span;
+
+/* A tensor declared after parsing (once a model names external data). */
+typedef struct pending {
+	cr_tensor t; /* t.name owned; member and offset of external tensors set late */
+	size_t ext;  /* index into reader.ext, SIZE_MAX for none */
+} pending;
 
 /* One TensorProto while it is parsed. */
 typedef struct tensor_pb {
@@ -205,8 +232,17 @@ typedef struct reader {
 	uint64_t typed_total;
 	ext_tensor *ext;
 	size_t n_ext, cap_ext;
+	char **locs; /* external locations, one copy per run of equal ones */
+	size_t n_locs, cap_locs;
+	ext_file *files; /* distinct locations, sorted */
+	size_t n_files;
+	span *spans;
+	size_t n_spans;
+	pending *pending;
+	size_t n_pending, cap_pending;
 	size_t n_sparse;
 	int dirfd;     /* the model's folder (external data), -1 when unknown */
+	char *dirpath; /* its resolved path */
 	int dir_state; /* 1 once dirfd was looked for */
 	name_list skipped_string, skipped_dtype, skipped_segment, skipped_typed4, skipped_ext;
 } reader;
@@ -712,8 +748,25 @@ static int add_typed(reader *r, const typed_tensor *tt)
 	return 0;
 }
 
-static int add_ext(reader *r, char *location, uint64_t offset, uint64_t length)
+/*
+ * Note an external tensor's range; *location is taken (set to NULL). Runs of
+ * tensors naming one location share one copy of it.
+ */
+static int add_ext(reader *r, char **location, uint64_t offset, uint64_t length)
 {
+	if (!r->n_locs || strcmp(r->locs[r->n_locs - 1], *location) != 0) {
+		if (r->n_locs == r->cap_locs) {
+			size_t cap = r->cap_locs ? r->cap_locs * 2 : 16;
+			char **n = realloc(r->locs, cap * sizeof(*n));
+
+			if (!n)
+				return cr_error_set(CR_ENOMEM, "out of memory");
+			r->locs = n;
+			r->cap_locs = cap;
+		}
+		r->locs[r->n_locs++] = *location;
+		*location = NULL; /* now owned by r->locs */
+	}
 	if (r->n_ext == r->cap_ext) {
 		size_t cap = r->cap_ext ? r->cap_ext * 2 : 16;
 		ext_tensor *n = realloc(r->ext, cap * sizeof(*n));
@@ -723,14 +776,61 @@ static int add_ext(reader *r, char *location, uint64_t offset, uint64_t length)
 		r->ext = n;
 		r->cap_ext = cap;
 	}
-	r->ext[r->n_ext].location = location;
+	memset(&r->ext[r->n_ext], 0, sizeof(r->ext[0]));
+	r->ext[r->n_ext].loc = r->n_locs - 1;
 	r->ext[r->n_ext].offset = offset;
 	r->ext[r->n_ext].length = length;
 	r->n_ext++;
 	return 0;
 }
 
+/*
+ * Declare a tensor, or keep it for later: once the model names external
+ * data, every tensor after it waits until ext_resolve has decided which
+ * external ranges are followed, so the manifest keeps the file's order.
+ */
+static int declare(reader *r, const cr_tensor *ct, size_t ext)
+{
+	pending *pd;
+
+	if (!r->n_ext)
+		return cr_tpass_add(r->p, ct);
+	if (r->n_pending >= CR_TENSOR_MAX_COUNT)
+		return bad(r, "more than %u initializers", CR_TENSOR_MAX_COUNT);
+	if (r->n_pending == r->cap_pending) {
+		size_t cap = r->cap_pending ? r->cap_pending * 2 : 16;
+		pending *n;
+
+		if (!(n = realloc(r->pending, cap * sizeof(*n))))
+			return cr_error_set(CR_ENOMEM, "out of memory");
+		r->pending = n;
+		r->cap_pending = cap;
+	}
+	pd = &r->pending[r->n_pending];
+	pd->t = *ct;
+	pd->ext = ext;
+	if (!(pd->t.name = strdup(ct->name)))
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	r->n_pending++;
+	return 0;
+}
+
 /* ------------------------------------------------------- external data -- */
+
+/*
+ * External data is followed only where hashing it cannot reveal a secret
+ * (docs/formats/tensors.md, "ONNX", for the reasons): the model names a
+ * file and a range, and the recorder would otherwise publish the SHA-256 of
+ * any bytes the recording user can read. So a location is followed only
+ * when it is a relative path beneath the model's folder, none of whose steps
+ * (as written or as resolved) starts with '.', to a regular file readable by
+ * group or others; a range under ONNX_MIN_EXTERNAL bytes is not hashed; and
+ * a file whose ranges overlap (other than ranges equal to each other) is not
+ * hashed at all: a window shifted by one byte would give a byte away.
+ */
+
+/* Shortest external range hashed on its own. */
+#define ONNX_MIN_EXTERNAL 32u
 
 /*
  * The folder the model was opened from, for its external data files: the
@@ -758,37 +858,66 @@ static int model_dir(reader *r)
 		slash[1] = '\0';
 	else
 		*slash = '\0';
+	if (!(r->dirpath = strdup(path)))
+		return -1;
 	r->dirfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	return r->dirfd;
 }
 
-/* Without openat2: refuse what could leave the folder, and a symlink as the last step. */
-static int open_beneath_fallback(int dirfd, const char *location)
+/* 1 when a step of the relative path s starts with '.' ("." and ".." too). */
+static int has_dot_step(const char *s)
 {
-	const char *s = location;
-
 	while (*s) {
 		size_t k = strcspn(s, "/");
 
-		if (k == 2 && s[0] == '.' && s[1] == '.') {
-			errno = EXDEV;
-			return -1;
-		}
+		if (k > 0 && s[0] == '.')
+			return 1;
 		s += k;
 		while (*s == '/')
 			s++;
 	}
+	return 0;
+}
+
+/*
+ * 1 when the open file fd lies beneath the model's folder by a path without
+ * a step starting with '.': a symlink inside the folder may not lead to a
+ * hidden file, and without openat2 this is what keeps the file inside.
+ */
+static int resolved_ok(const reader *r, int fd)
+{
+	char link[64], path[PATH_MAX + 1];
+	size_t dlen = strlen(r->dirpath);
+	const char *rest;
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0 || (size_t)n >= sizeof(path) - 1)
+		return 0;
+	path[n] = '\0';
+	if (strcmp(r->dirpath, "/") == 0)
+		rest = path + 1;
+	else if (strncmp(path, r->dirpath, dlen) == 0 && path[dlen] == '/')
+		rest = path + dlen + 1;
+	else
+		return 0;
+	return *rest && !has_dot_step(rest);
+}
+
+/* Without openat2: refuse a symlink as the last step (resolved_ok checks the rest). */
+static int open_beneath_fallback(int dirfd, const char *location)
+{
 	return openat(dirfd, location, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
 }
 
 /*
- * Open an external data file under the model's folder, never outside it
- * (no absolute path, no "..", no symlink leading out). Returns the
- * descriptor, or -1 with *why saying what is wrong.
+ * Open an external data file under the model's folder if it may be
+ * followed (see above). Returns the descriptor, with *st its status, or -1
+ * with *why saying what is wrong.
  */
-static int ext_open(reader *r, const char *location, const char **why)
+static int ext_open(reader *r, const char *location, struct stat *st, const char **why)
 {
-	struct stat st;
 	int dirfd, fd;
 
 	if (!cr_utf8_valid((const uint8_t *)location, strlen(location))) {
@@ -797,6 +926,10 @@ static int ext_open(reader *r, const char *location, const char **why)
 	}
 	if (!*location || location[0] == '/') {
 		*why = "location is not a relative path";
+		return -1;
+	}
+	if (has_dot_step(location)) {
+		*why = "a step of the location starts with '.'";
 		return -1;
 	}
 	if (strcmp(location, CR_ONNX_TYPED_MEMBER) == 0) {
@@ -824,12 +957,24 @@ static int ext_open(reader *r, const char *location, const char **why)
 	if (fd < 0) {
 		*why = errno == ENOENT                    ? "no such file"
 		       : errno == EXDEV || errno == ELOOP ? "outside the model's folder"
+		       : errno == EACCES                  ? "not readable"
 		                                          : "cannot be opened";
 		return -1;
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
 		close(fd);
 		*why = "not a regular file";
+		return -1;
+	}
+	/* Key files (ours, ssh's) are private to their owner; weights are not. */
+	if (!(st->st_mode & (S_IRGRP | S_IROTH))) {
+		close(fd);
+		*why = "a private file, readable by its owner only";
+		return -1;
+	}
+	if (!resolved_ok(r, fd)) {
+		close(fd);
+		*why = "resolves outside the model's folder or to a hidden file";
 		return -1;
 	}
 	return fd;
@@ -852,6 +997,118 @@ static int note_ext(reader *r, const char *name, const char *location, const cha
 	return 0;
 }
 
+static int file_cmp(const void *x, const void *y)
+{
+	return strcmp(((const ext_file *)x)->loc, ((const ext_file *)y)->loc);
+}
+
+static int file_key_cmp(const void *key, const void *elem)
+{
+	return strcmp((const char *)key, ((const ext_file *)elem)->loc);
+}
+
+#define CMP_U64(a, b) ((a) < (b) ? -1 : (a) > (b))
+
+static int span_cmp(const void *x, const void *y)
+{
+	const span *a = x, *b = y;
+	int c;
+
+	if ((c = CMP_U64(a->dev, b->dev)) || (c = CMP_U64(a->ino, b->ino)) ||
+	    (c = CMP_U64(a->off, b->off)) || (c = CMP_U64(a->len, b->len)))
+		return c;
+	return CMP_U64(a->file, b->file);
+}
+
+/* 1 when two nonempty ranges of spans [i, j) (one file) overlap without being equal. */
+static int spans_overlap(const span *s, size_t i, size_t j)
+{
+	const span *prev = NULL;
+	uint64_t end = 0;
+
+	for (size_t k = i; k < j; k++) {
+		if (!s[k].len)
+			continue;
+		if (prev && s[k].off < end && !(s[k].off == prev->off && s[k].len == prev->len))
+			return 1;
+		prev = &s[k];
+		if (s[k].off + s[k].len > end)
+			end = s[k].off + s[k].len;
+	}
+	return 0;
+}
+
+/*
+ * Decide which external ranges are followed: open each distinct location
+ * once, refuse (setting ext[].why) what may not be hashed, and leave the
+ * rest in r->spans, sorted for feed_external.
+ */
+static int ext_resolve(reader *r)
+{
+	size_t n;
+
+	if (!r->n_ext)
+		return 0;
+	if (!(r->files = calloc(r->n_locs, sizeof(*r->files))) ||
+	    !(r->spans = calloc(r->n_ext, sizeof(*r->spans))))
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	for (size_t i = 0; i < r->n_locs; i++)
+		r->files[i].loc = r->locs[i];
+	qsort(r->files, r->n_locs, sizeof(*r->files), file_cmp);
+	n = 0;
+	for (size_t i = 0; i < r->n_locs; i++)
+		if (!n || strcmp(r->files[n - 1].loc, r->files[i].loc) != 0)
+			r->files[n++] = r->files[i];
+	r->n_files = n;
+	for (size_t i = 0; i < r->n_files; i++) {
+		ext_file *f = &r->files[i];
+		struct stat st;
+		int fd = ext_open(r, f->loc, &st, &f->why);
+
+		if (fd < 0)
+			continue;
+		close(fd);
+		f->dev = (uint64_t)st.st_dev;
+		f->ino = (uint64_t)st.st_ino;
+		f->size = (uint64_t)st.st_size;
+	}
+	for (size_t i = 0; i < r->n_ext; i++) {
+		ext_tensor *e = &r->ext[i];
+		const ext_file *f =
+		    bsearch(r->locs[e->loc], r->files, r->n_files, sizeof(*r->files), file_key_cmp);
+
+		e->file = (size_t)(f - r->files);
+		if (f->why)
+			e->why = f->why;
+		else if (f->size < e->offset + e->length)
+			e->why = "file too short";
+		else if (e->length && e->length < ONNX_MIN_EXTERNAL)
+			e->why = "under 32 bytes: not hashed alone";
+		if (e->why)
+			continue;
+		r->spans[r->n_spans++] = (span){f->dev, f->ino, e->offset, e->length, e->file, i};
+	}
+	qsort(r->spans, r->n_spans, sizeof(*r->spans), span_cmp);
+	/* One file on disk at a time (several locations may name it). */
+	n = 0;
+	for (size_t i = 0, j; i < r->n_spans; i = j) {
+		for (j = i + 1; j < r->n_spans && r->spans[j].dev == r->spans[i].dev &&
+		                r->spans[j].ino == r->spans[i].ino;
+		     j++)
+			;
+		if (spans_overlap(r->spans, i, j)) {
+			for (size_t k = i; k < j; k++)
+				r->ext[r->spans[k].ext].why = "ranges in the file overlap";
+			continue;
+		}
+		for (size_t k = i; k < j; k++)
+			if (r->spans[k].len)
+				r->spans[n++] = r->spans[k];
+	}
+	r->n_spans = n;
+	return 0;
+}
+
 /* ------------------------------------------------------ declaring tensors -- */
 
 static int skip_note(reader *r, tensor_pb *t, name_list *l)
@@ -860,13 +1117,11 @@ static int skip_note(reader *r, tensor_pb *t, name_list *l)
 	return note_name(l, t->name) ? cr_error_set(CR_ENOMEM, "out of memory") : 0;
 }
 
+/* An external tensor: its range is checked here, its file by ext_resolve. */
 static int declare_external(reader *r, tensor_pb *t, cr_tensor *ct)
 {
-	const char *why = NULL;
 	uint64_t off = 0, len = ct->length;
-	struct stat st;
-	char *loc;
-	int fd, rc;
+	int rc;
 
 	if (!t->ext_location)
 		return bad(r, "initializer %s: external data without a location", t->name);
@@ -883,21 +1138,9 @@ static int declare_external(reader *r, tensor_pb *t, cr_tensor *ct)
 		           t->name, len, ct->length);
 	if (off > UINT64_MAX - len)
 		return bad(r, "initializer %s: external data offset overflows", t->name);
-	if ((fd = ext_open(r, t->ext_location, &why)) < 0)
-		return note_ext(r, t->name, t->ext_location, why);
-	rc = fstat(fd, &st);
-	close(fd);
-	if (rc != 0 || (uint64_t)st.st_size < off + len)
-		return note_ext(r, t->name, t->ext_location, "file too short");
-	loc = t->ext_location;
-	t->ext_location = NULL;
-	if ((rc = add_ext(r, loc, off, len)) != 0) {
-		free(loc);
+	if ((rc = add_ext(r, &t->ext_location, off, len)) != 0)
 		return rc;
-	}
-	ct->member = loc;
-	ct->offset = off;
-	return cr_tpass_add(r->p, ct);
+	return declare(r, ct, r->n_ext - 1);
 }
 
 static int declare_typed(reader *r, tensor_pb *t, const dtype_info *dt, cr_tensor *ct)
@@ -911,14 +1154,14 @@ static int declare_typed(reader *r, tensor_pb *t, const dtype_info *dt, cr_tenso
 		if (ct->length != 0)
 			return bad(r, "initializer %s holds no data for its %" PRIu64 " bytes",
 			           t->name, ct->length);
-		return cr_tpass_add(r->p, ct);
+		return declare(r, ct, SIZE_MAX);
 	}
 	/* One packed array of little-endian floats or doubles is the tensor itself. */
 	if (n == 1 && dt->conv == CONV_FIXED && r->ranges[t->first_range].kind == R_PACKED &&
 	    r->ranges[t->first_range].len == ct->length) {
 		ct->offset = r->ranges[t->first_range].off;
 		r->n_ranges = t->first_range;
-		return cr_tpass_add(r->p, ct);
+		return declare(r, ct, SIZE_MAX);
 	}
 	memset(&tt, 0, sizeof(tt));
 	if (!(tt.name = strdup(t->name)))
@@ -939,7 +1182,7 @@ static int declare_typed(reader *r, tensor_pb *t, const dtype_info *dt, cr_tenso
 	}
 	ct->member = CR_ONNX_TYPED_MEMBER;
 	ct->offset = tt.base;
-	return cr_tpass_add(r->p, ct);
+	return declare(r, ct, SIZE_MAX);
 }
 
 /* A parsed TensorProto becomes a declared tensor, or a line of a note. */
@@ -1000,12 +1243,12 @@ static int finish_tensor(reader *r, tensor_pb *t)
 			           "needs %" PRIu64,
 			           t->name, t->raw_len, nbytes);
 		ct.offset = t->raw_off;
-		return cr_tpass_add(r->p, &ct);
+		return declare(r, &ct, SIZE_MAX);
 	}
 	if (dt->field == 0) {
 		r->n_ranges = t->first_range;
 		if (nbytes == 0)
-			return cr_tpass_add(r->p, &ct);
+			return declare(r, &ct, SIZE_MAX);
 		return skip_note(r, t, &r->skipped_typed4);
 	}
 	return declare_typed(r, t, dt, &ct);
@@ -1089,7 +1332,7 @@ static int write_notes(reader *r)
 	int rc;
 
 	if ((rc = add_note(&note, &r->skipped_ext,
-	                   "external-data initializers not listed (data not readable)")) ||
+	                   "external-data initializers not listed (data not followed)")) ||
 	    (rc = add_note(&note, &r->skipped_string, "string initializers not listed")) ||
 	    (rc = add_note(&note, &r->skipped_dtype,
 	                   "initializers of unknown data_type not listed")) ||
@@ -1320,55 +1563,101 @@ done:
 	return rc;
 }
 
-/* External data files, each tensor's range read once, in declaration order. */
+/* The tensors kept back by declare(), in file order; refused external ones go to the note. */
+static int declare_pending(reader *r)
+{
+	int rc;
+
+	for (size_t i = 0; i < r->n_pending; i++) {
+		pending *pd = &r->pending[i];
+
+		if (pd->ext != SIZE_MAX) {
+			const ext_tensor *e = &r->ext[pd->ext];
+
+			if (e->why) {
+				if ((rc = note_ext(r, pd->t.name, r->locs[e->loc], e->why)) != 0)
+					return rc;
+				continue;
+			}
+			pd->t.member = r->locs[e->loc];
+			pd->t.offset = e->offset;
+		}
+		if ((rc = cr_tpass_add(r->p, &pd->t)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/*
+ * The followed external ranges: each file on disk opened once and read
+ * once, in offset order, each distinct range once; every block goes to each
+ * location that names the range (the engine routes it to every tensor of
+ * that location and range).
+ */
 static int feed_external(reader *r)
 {
-	const char *open_loc = NULL, *why = NULL;
+	const span *s = r->spans;
 	uint8_t *buf = NULL;
 	int fd = -1, rc = 0;
 
-	if (!r->n_ext)
+	if (!r->n_spans)
 		return 0;
 	if (!(buf = malloc(STREAM_BLOCK)))
 		return cr_error_set(CR_ENOMEM, "out of memory");
-	for (size_t i = 0; i < r->n_ext; i++) {
-		const ext_tensor *e = &r->ext[i];
-		uint64_t done = 0;
+	for (size_t i = 0, j; i < r->n_spans; i = j) {
+		const char *loc = r->files[s[i].file].loc, *why = NULL;
+		struct stat st;
 
-		if (!open_loc || strcmp(open_loc, e->location) != 0) {
-			if (fd >= 0)
-				close(fd);
-			open_loc = e->location;
-			if ((fd = ext_open(r, e->location, &why)) < 0) {
-				rc = cr_error_set(CR_EIO, "%s: external data file %s: %s",
-				                  cr_tpass_name(r->p), e->location, why);
-				goto done;
+		for (j = i + 1; j < r->n_spans && s[j].dev == s[i].dev && s[j].ino == s[i].ino; j++)
+			;
+		if ((fd = ext_open(r, loc, &st, &why)) < 0) {
+			rc = cr_error_set(CR_EIO, "%s: external data file %s: %s",
+			                  cr_tpass_name(r->p), loc, why);
+			goto done;
+		}
+		if ((uint64_t)st.st_dev != s[i].dev || (uint64_t)st.st_ino != s[i].ino) {
+			rc = cr_error_set(CR_EIO,
+			                  "%s: external data file %s was replaced while read",
+			                  cr_tpass_name(r->p), loc);
+			goto done;
+		}
+		for (size_t k = i, l; k < j; k = l) {
+			uint64_t fed = 0;
+
+			for (l = k + 1; l < j && s[l].off == s[k].off && s[l].len == s[k].len; l++)
+				;
+			while (fed < s[k].len) {
+				uint64_t left = s[k].len - fed;
+				size_t n = left < STREAM_BLOCK ? (size_t)left : STREAM_BLOCK;
+				ssize_t got = pread(fd, buf, n, (off_t)(s[k].off + fed));
+
+				if (got < 0 && errno == EINTR)
+					continue;
+				if (got < 0) {
+					rc = cr_error_set_errno(CR_EIO, errno,
+					                        "%s: reading external data file %s",
+					                        cr_tpass_name(r->p), loc);
+					goto done;
+				}
+				if (got == 0) {
+					rc = cr_error_set(CR_EINVAL,
+					                  "%s: external data file %s is truncated",
+					                  cr_tpass_name(r->p), loc);
+					goto done;
+				}
+				for (size_t m = k; m < l; m++) {
+					if (m > k && s[m].file == s[m - 1].file)
+						continue;
+					if ((rc = cr_tpass_feed(r->p, r->files[s[m].file].loc,
+					                        s[k].off + fed, buf,
+					                        (size_t)got)) != 0)
+						goto done;
+				}
+				fed += (uint64_t)got;
 			}
 		}
-		while (done < e->length) {
-			uint64_t left = e->length - done;
-			size_t n = left < STREAM_BLOCK ? (size_t)left : STREAM_BLOCK;
-			ssize_t got = pread(fd, buf, n, (off_t)(e->offset + done));
-
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got < 0) {
-				rc = cr_error_set_errno(CR_EIO, errno,
-				                        "%s: reading external data file %s",
-				                        cr_tpass_name(r->p), e->location);
-				goto done;
-			}
-			if (got == 0) {
-				rc = cr_error_set(CR_EINVAL,
-				                  "%s: external data file %s is truncated",
-				                  cr_tpass_name(r->p), e->location);
-				goto done;
-			}
-			if ((rc = cr_tpass_feed(r->p, e->location, e->offset + done, buf,
-			                        (size_t)got)) != 0)
-				goto done;
-			done += (uint64_t)got;
-		}
+		close(fd);
+		fd = -1;
 	}
 done:
 	if (fd >= 0)
@@ -1384,9 +1673,16 @@ static void reader_free(reader *r)
 	for (size_t i = 0; i < r->n_typed; i++)
 		free(r->typed[i].name);
 	free(r->typed);
-	for (size_t i = 0; i < r->n_ext; i++)
-		free(r->ext[i].location);
 	free(r->ext);
+	for (size_t i = 0; i < r->n_locs; i++)
+		free(r->locs[i]);
+	free(r->locs);
+	free(r->files);
+	free(r->spans);
+	for (size_t i = 0; i < r->n_pending; i++)
+		free(r->pending[i].t.name);
+	free(r->pending);
+	free(r->dirpath);
 	cr_buf_free(&r->skipped_string.names);
 	cr_buf_free(&r->skipped_dtype.names);
 	cr_buf_free(&r->skipped_segment.names);
@@ -1414,7 +1710,8 @@ static int onnx_read(cr_tpass *p, int fd)
 		rc = cr_error_set(CR_ENOMEM, "out of memory");
 		goto done;
 	}
-	if ((rc = parse_model(&r)) != 0 || (rc = write_notes(&r)) != 0 ||
+	if ((rc = parse_model(&r)) != 0 || (rc = ext_resolve(&r)) != 0 ||
+	    (rc = declare_pending(&r)) != 0 || (rc = write_notes(&r)) != 0 ||
 	    (rc = cr_tpass_begin(p)) != 0 || (rc = stream_file(&r)) != 0)
 		goto done;
 	rc = feed_external(&r);

@@ -128,13 +128,14 @@ class OnnxManifest(crtest.TestCase):
         self.assertEqual(out["digest"], hashlib.sha256(crtest.canonical(out["manifest"])).hexdigest())
         return out["manifest"]
 
-    def check_model(self, path, base_dir=None):
-        """Every initializer of the model at path is listed with onnx's own bytes."""
+    def check_model(self, path, base_dir=None, unlisted=()):
+        """Every initializer of the model at path but those named in unlisted is
+        listed with onnx's own bytes."""
         model = onnx.load(path, load_external_data=False)
         m = self.manifest(path)
         self.assertEqual(m["format"], "onnx")
         got = {t["name"]: t for t in m["tensors"]}
-        inits = list(model.graph.initializer)
+        inits = [t for t in model.graph.initializer if t.name not in unlisted]
         self.assertEqual([t["name"] for t in m["tensors"]], [t.name for t in inits])
         for t in inits:
             e = got[t.name]
@@ -193,8 +194,20 @@ class OnnxManifest(crtest.TestCase):
                         location="weights.bin", size_threshold=0)
         loaded = onnx.load(path, load_external_data=False)
         self.assertTrue(any(t.data_location == TensorProto.EXTERNAL for t in loaded.graph.initializer))
-        m = self.check_model(path)
+        # External ranges under 32 bytes are not hashed (a hash of a few bytes
+        # gives them away): those tensors are named in the note instead.
+        short = set()
         for t in loaded.graph.initializer:
+            info = {kv.key: kv.value for kv in t.external_data}
+            if t.data_location == TensorProto.EXTERNAL and 0 < int(info.get("length", "0")) < 32:
+                short.add(t.name)
+        self.assertIn("mask", short)
+        m = self.check_model(path, unlisted=short)
+        for t in loaded.graph.initializer:
+            if t.name in short:
+                self.assertIn("%s in weights.bin (under 32 bytes: not hashed alone)" % t.name,
+                              m["note"])
+                continue
             e = next(x for x in m["tensors"] if x["name"] == t.name)
             if t.data_location == TensorProto.EXTERNAL:
                 self.assertEqual(e["member"], "weights.bin")
@@ -210,8 +223,89 @@ class OnnxManifest(crtest.TestCase):
         os.unlink(os.path.join(folder, "w.bin"))
         m = self.manifest(path)
         self.assertEqual(m["tensors"], [])
-        self.assertIn("external-data initializers not listed (data not readable)", m["note"])
+        self.assertIn("external-data initializers not listed (data not followed)", m["note"])
         self.assertIn("w.bin (no such file)", m["note"])
+
+    def external_model(self, folder, tensors):
+        """model.onnx in folder with U8 initializers (name, location, offset, length)
+        stored as external data; its path."""
+        inits = []
+        for name, location, offset, length in tensors:
+            t = TensorProto(name=name, data_type=TensorProto.UINT8, dims=[length])
+            t.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+                kv = t.external_data.add()
+                kv.key, kv.value = k, v
+            inits.append(t)
+        path = os.path.join(folder, "model.onnx")
+        onnx.save(make_model(inits), path)
+        return path
+
+    def test_external_data_cannot_leak_a_secret(self):
+        """Regression: a model naming the store's key beside it, one byte per
+        initializer, gave the key away through the per-tensor hashes."""
+        folder = os.path.join(self.tmp, "leak")
+        os.makedirs(os.path.join(folder, ".cleanroom"))
+        os.makedirs(os.path.join(folder, "keys"))
+        secret = os.urandom(64)
+        for name, mode in ((".cleanroom/cleanroom.key", 0o644), ("keys/cleanroom.key", 0o600),
+                           ("plain.bin", 0o644)):
+            p = os.path.join(folder, name)
+            with open(p, "wb") as f:
+                f.write(secret)
+            os.chmod(p, mode)
+        os.symlink(".cleanroom/cleanroom.key", os.path.join(folder, "alias.bin"))
+        tensors = [("b%d" % i, ".cleanroom/cleanroom.key", i, 1) for i in range(32)]
+        tensors += [("key", ".cleanroom/cleanroom.key", 0, 32), ("alias", "alias.bin", 0, 32),
+                    ("private", "keys/cleanroom.key", 0, 32)]
+        tensors += [("p%d" % i, "plain.bin", i, 1) for i in range(31)]
+        tensors += [("w0", "plain.bin", 0, 32), ("w1", "plain.bin", 1, 32)]
+        path = self.external_model(folder, tensors)
+        m = self.manifest(path)
+        self.assertEqual(m["tensors"], [])
+        windows = {hashlib.sha256(secret[i:i + n]).hexdigest()
+                   for n in (1, 32) for i in range(len(secret) - n + 1)}
+        r = crtest.cleanroom("manifest", "--json", path)
+        self.assertFalse(any(h in r.out for h in windows))
+        self.assertIn("%d external-data initializers not listed" % len(tensors), m["note"])
+        self.assertIn("b0 in .cleanroom/cleanroom.key (a step of the location starts with '.')",
+                      m["note"])
+
+    def test_external_ranges_shared_and_overlapping(self):
+        """Regression: ranges were read in declaration order, so one inside another
+        declared first failed inside the engine (exit 3). Equal ranges are now read
+        once and shared; other overlaps are refused with a note; a bad range is
+        exit 1 naming the file."""
+        folder = os.path.join(self.tmp, "ranges")
+        os.makedirs(folder)
+        data = bytes(range(256))
+        with open(os.path.join(folder, "w.bin"), "wb") as f:
+            f.write(data)
+        path = self.external_model(folder, [("C", "w.bin", 32, 32), ("A", "w.bin", 0, 64)])
+        r = crtest.cleanroom("manifest", "--json", path)
+        self.assertEqual(r.rc, 0, r)
+        m = r.json()["manifest"]
+        self.assertEqual(m["tensors"], [])
+        self.assertIn("C in w.bin (ranges in the file overlap)", m["note"])
+
+        path = self.external_model(folder, [("u", "w.bin", 128, 64), ("t1", "w.bin", 0, 128),
+                                            ("t2", "w.bin", 0, 128), ("t3", "w.bin", 0, 128)])
+        m = self.check_model(path)
+        self.assertNotIn("note", m)
+        self.assertEqual(m["tensors"][1]["sha256"], hashlib.sha256(data[:128]).hexdigest())
+
+        path = self.external_model(folder, [("far", "w.bin", 250, 32)])
+        m = self.manifest(path)
+        self.assertIn("far in w.bin (file too short)", m["note"])
+        with open(path, "rb") as f:
+            good = f.read()
+        bad = good.replace(b"250", b"-50")
+        with open(path, "wb") as f:
+            f.write(bad)
+        r = crtest.cleanroom("manifest", "--json", path)
+        self.assertEqual(r.rc, crtest.EXIT_VERIFY, r)
+        self.assertIn(path, r.err)
+        self.assertIn("external data offset", r.err)
 
     def test_torch_onnx_export(self):
         folder = os.path.join(self.tmp, "torch")

@@ -394,13 +394,13 @@ static void test_notes(void)
 	cr_buf_free(&f);
 }
 
-static void ext_tensor(cr_buf *g, const char *name, const char *loc, const char *off,
-                       const char *len)
+/* An external tensor of elems elements of dtype (TensorProto.DataType). */
+static void ext_tensor_of(cr_buf *g, const char *name, int dtype, uint64_t elems, const char *loc,
+                          const char *off, const char *len)
 {
 	cr_buf t = CR_BUF_INIT, e = CR_BUF_INIT;
-	const uint64_t d2[1] = {2};
 
-	tensor_head(&t, name, 1, d2, 1);
+	tensor_head(&t, name, dtype, &elems, 1);
 	pb_str(&e, 1, "location");
 	pb_str(&e, 2, loc);
 	pb_msg(&t, 13, &e);
@@ -423,43 +423,52 @@ static void ext_tensor(cr_buf *g, const char *name, const char *loc, const char 
 	cr_buf_free(&e);
 }
 
+/* An external F32 tensor of 8 elements (32 bytes, the shortest range hashed). */
+static void ext_tensor(cr_buf *g, const char *name, const char *loc, const char *off,
+                       const char *len)
+{
+	ext_tensor_of(g, name, 1, 8, loc, off, len);
+}
+
 static void test_external_data(void)
 {
 	cr_buf g = CR_BUF_INIT, f = CR_BUF_INIT;
 	cr_manifest *m = NULL;
-	float data[6] = {9, 8, 7, 6, 5, 4};
+	float data[24];
 	const cr_tensor *x;
 	char outside[700];
 
+	for (int i = 0; i < 24; i++)
+		data[i] = 9.0f - (float)i;
 	make_tmpdir();
 	write_file("weights.bin", data, sizeof(data));
 	mkdir(strcat(strcpy(outside, tmpdir), "/sub"), 0755);
 	write_file("sub/more.bin", data, sizeof(data));
 	ext_tensor(&g, "a", "weights.bin", NULL, NULL);
-	ext_tensor(&g, "b", "weights.bin", "16", "8");
-	ext_tensor(&g, "c", "sub/more.bin", "8", NULL);
+	ext_tensor(&g, "b", "weights.bin", "64", "32");
+	ext_tensor(&g, "c", "sub/more.bin", "32", NULL);
 	ext_tensor(&g, "escape", "../onnx-elsewhere.bin", NULL, NULL);
 	ext_tensor(&g, "absolute", "/etc/passwd", NULL, NULL);
 	ext_tensor(&g, "missing", "nope.bin", NULL, NULL);
-	ext_tensor(&g, "short", "weights.bin", "20", NULL);
+	ext_tensor(&g, "short", "sub/more.bin", "80", NULL);
 	model(&f, &g);
 	REQUIRE(read_model(f.ptr, f.len, &m) == 0);
 	REQUIRE(m->n == 3);
 	x = find(m, "a");
 	CHECK(x && x->member && strcmp(x->member, "weights.bin") == 0 && x->offset == 0 &&
-	      hash_is(x, data, 8));
+	      hash_is(x, data, 32));
 	x = find(m, "b");
-	CHECK(x && x->offset == 16 && hash_is(x, data + 4, 8));
+	CHECK(x && x->offset == 64 && hash_is(x, data + 16, 32));
 	x = find(m, "c");
-	CHECK(x && strcmp(x->member, "sub/more.bin") == 0 && hash_is(x, data + 2, 8));
+	CHECK(x && strcmp(x->member, "sub/more.bin") == 0 && hash_is(x, data + 8, 32));
 	REQUIRE(m->note != NULL);
-	CHECK(strstr(m->note, "4 external-data initializers not listed (data not readable)") !=
+	CHECK(strstr(m->note, "4 external-data initializers not listed (data not followed)") !=
 	      NULL);
-	CHECK(strstr(m->note, "escape in ../onnx-elsewhere.bin (outside the model's folder)") !=
-	      NULL);
+	CHECK(strstr(m->note, "escape in ../onnx-elsewhere.bin (a step of the location starts "
+	                      "with '.')") != NULL);
 	CHECK(strstr(m->note, "absolute in /etc/passwd (location is not a relative path)") != NULL);
 	CHECK(strstr(m->note, "missing in nope.bin (no such file)") != NULL);
-	CHECK(strstr(m->note, "short in weights.bin (file too short)") != NULL);
+	CHECK(strstr(m->note, "short in sub/more.bin (file too short)") != NULL);
 	cr_manifest_free(m);
 
 	/* A symlink out of the folder is refused too. */
@@ -474,7 +483,9 @@ static void test_external_data(void)
 		ext_tensor(&g, "via-link", "sub/up/etc/passwd", NULL, NULL);
 		model(&f, &g);
 		REQUIRE(read_model(f.ptr, f.len, &m) == 0);
-		CHECK(m->n == 0 && m->note && strstr(m->note, "via-link") != NULL);
+		CHECK(m->n == 0 && m->note &&
+		      strstr(m->note,
+		             "via-link in sub/up/etc/passwd (outside the model's folder)") != NULL);
 		cr_manifest_free(m);
 	}
 
@@ -484,11 +495,193 @@ static void test_external_data(void)
 	model(&f, &g);
 	CHECK(read_model(f.ptr, f.len, &m) == CR_EINVAL && m == NULL);
 	CHECK(strstr(cr_error_last(), "external data length 12") != NULL);
+	CHECK(strstr(cr_error_last(), "model.onnx") != NULL);
 	cr_buf_clear(&g);
 	ext_tensor(&g, "bad", "weights.bin", "-1", NULL);
 	model(&f, &g);
 	CHECK(read_model(f.ptr, f.len, &m) == CR_EINVAL);
 	cr_buf_free(&g);
+	cr_buf_free(&f);
+}
+
+/* No hash of m equals the SHA-256 of n bytes of secret at any offset. */
+static int leaks(const cr_manifest *m, const uint8_t *secret, size_t len, size_t n)
+{
+	uint8_t h[CR_SHA256_SIZE];
+
+	for (size_t off = 0; off + n <= len; off++) {
+		cr_sha256(h, secret + off, n);
+		for (size_t i = 0; i < m->n; i++)
+			if (memcmp(h, m->tensors[i].sha256, CR_SHA256_SIZE) == 0)
+				return 1;
+	}
+	return 0;
+}
+
+/*
+ * Regression: a model could name the store's key beside it (".cleanroom/
+ * cleanroom.key", inside the folder) in 1-byte initializers, and each
+ * tensor's SHA-256 gave one byte of the key away. Hidden steps, symlinks to
+ * hidden files, private files, short ranges and overlapping windows are all
+ * refused with a note, and no hash is computed over the secret.
+ */
+static void test_external_secrets(void)
+{
+	cr_buf g = CR_BUF_INIT, f = CR_BUF_INIT;
+	cr_manifest *m = NULL;
+	uint8_t secret[64];
+	char path[700], name[32], off[32];
+
+	for (size_t i = 0; i < sizeof(secret); i++)
+		secret[i] = (uint8_t)(i * 37 + 11);
+	make_tmpdir();
+	snprintf(path, sizeof(path), "%s/.cleanroom", tmpdir);
+	mkdir(path, 0755);
+	write_file(".cleanroom/cleanroom.key", secret, sizeof(secret));
+	write_file(".hidden.bin", secret, sizeof(secret));
+	write_file("secret.bin", secret, sizeof(secret));
+	/* World-readable, so only the hidden step refuses them. */
+	snprintf(path, sizeof(path), "%s/.cleanroom/cleanroom.key", tmpdir);
+	chmod(path, 0644);
+
+	/* The reviewer's model: one byte per initializer. */
+	for (int i = 0; i < 32; i++) {
+		snprintf(name, sizeof(name), "b%d", i);
+		snprintf(off, sizeof(off), "%d", i);
+		ext_tensor_of(&g, name, 2, 1, ".cleanroom/cleanroom.key", off, "1");
+	}
+	/* Whole 32-byte windows of hidden files. */
+	ext_tensor_of(&g, "key", 2, 32, ".cleanroom/cleanroom.key", NULL, NULL);
+	ext_tensor_of(&g, "hidden", 2, 32, ".hidden.bin", NULL, NULL);
+	ext_tensor_of(&g, "dot", 2, 32, "./secret.bin", "32", NULL);
+	ext_tensor_of(&g, "dotdot", 2, 32, "sub/../.cleanroom/cleanroom.key", NULL, NULL);
+	model(&f, &g);
+	REQUIRE(read_model(f.ptr, f.len, &m) == 0);
+	CHECK(m->n == 0);
+	CHECK(!leaks(m, secret, sizeof(secret), 1) && !leaks(m, secret, sizeof(secret), 32));
+	REQUIRE(m->note != NULL);
+	CHECK(strstr(m->note, "36 external-data initializers not listed") != NULL);
+	CHECK(strstr(m->note, "b0 in .cleanroom/cleanroom.key (a step of the location starts "
+	                      "with '.')") != NULL);
+	cr_manifest_free(m);
+
+	/* A symlink inside the folder to a hidden file, and a private (0600) file. */
+	snprintf(path, sizeof(path), "%s/alias.bin", tmpdir);
+	unlink(path);
+	CHECK(symlink(".cleanroom/cleanroom.key", path) == 0);
+	write_file("private.bin", secret, sizeof(secret));
+	snprintf(path, sizeof(path), "%s/private.bin", tmpdir);
+	chmod(path, 0600);
+	cr_buf_clear(&g);
+	ext_tensor_of(&g, "via-alias", 2, 32, "alias.bin", NULL, NULL);
+	ext_tensor_of(&g, "private", 2, 32, "private.bin", NULL, NULL);
+	model(&f, &g);
+	REQUIRE(read_model(f.ptr, f.len, &m) == 0);
+	CHECK(m->n == 0 && !leaks(m, secret, sizeof(secret), 32));
+	REQUIRE(m->note != NULL);
+	CHECK(strstr(m->note, "via-alias in alias.bin (resolves outside the model's folder or "
+	                      "to a hidden file)") != NULL);
+	CHECK(strstr(m->note, "private in private.bin (a private file") != NULL);
+	cr_manifest_free(m);
+
+	/* An ordinary file: short ranges are not hashed; 32 bytes and more are. */
+	cr_buf_clear(&g);
+	for (int i = 0; i < 31; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		snprintf(off, sizeof(off), "%d", i);
+		ext_tensor_of(&g, name, 2, 1, "secret.bin", off, "1");
+	}
+	ext_tensor_of(&g, "w", 2, 32, "secret.bin", "32", NULL);
+	ext_tensor_of(&g, "none", 2, 0, "secret.bin", "7", NULL);
+	model(&f, &g);
+	REQUIRE(read_model(f.ptr, f.len, &m) == 0);
+	REQUIRE(m->n == 2);
+	CHECK(hash_is(find(m, "w"), secret + 32, 32));
+	CHECK(find(m, "none") && find(m, "none")->length == 0);
+	CHECK(!leaks(m, secret, 32, 1));
+	REQUIRE(m->note != NULL);
+	CHECK(strstr(m->note, "s0 in secret.bin (under 32 bytes: not hashed alone)") != NULL);
+	cr_manifest_free(m);
+
+	/*
+	 * Windows shifted by one byte: knowing bytes 0..30, the hash of 1..32
+	 * gives byte 32 away. A file whose ranges overlap is not hashed at all,
+	 * also when two spellings of its location name it.
+	 */
+	snprintf(path, sizeof(path), "%s/sub", tmpdir);
+	mkdir(path, 0755);
+	write_file("sub/secret.bin", secret, sizeof(secret));
+	cr_buf_clear(&g);
+	ext_tensor_of(&g, "w0", 2, 32, "secret.bin", "0", NULL);
+	ext_tensor_of(&g, "w1", 2, 32, "secret.bin", "1", NULL);
+	ext_tensor_of(&g, "v0", 2, 32, "sub/secret.bin", "0", NULL);
+	ext_tensor_of(&g, "v1", 2, 32, "sub//secret.bin", "1", NULL);
+	model(&f, &g);
+	REQUIRE(read_model(f.ptr, f.len, &m) == 0);
+	CHECK(m->n == 0 && !leaks(m, secret, sizeof(secret), 32));
+	REQUIRE(m->note != NULL);
+	CHECK(strstr(m->note, "w1 in secret.bin (ranges in the file overlap)") != NULL);
+	CHECK(strstr(m->note, "v1 in sub//secret.bin (ranges in the file overlap)") != NULL);
+	cr_manifest_free(m);
+	cr_buf_free(&g);
+	cr_buf_free(&f);
+}
+
+/*
+ * Regression: ranges were read tensor by tensor in declaration order, so a
+ * range declared after one starting later made the engine fail ("bytes at 4
+ * arrive before those at 0", exit 3). Now each file is read once in offset
+ * order; equal ranges are shared, and any other overlap is a note.
+ */
+static void test_external_shared_ranges(void)
+{
+	cr_buf g = CR_BUF_INIT, f = CR_BUF_INIT, t = CR_BUF_INIT;
+	cr_manifest *m = NULL;
+	uint8_t data[128];
+	const uint64_t d4[1] = {4};
+	const float w[4] = {1, 2, 3, 4};
+	const char *names[] = {"inline0", "u", "t1", "inline1", "t2", "t3", "z"};
+
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(255 - i);
+	write_file("shared.bin", data, sizeof(data));
+
+	/* The reviewer's layout, at sizes now hashed: C lies inside A, declared first. */
+	ext_tensor_of(&g, "C", 2, 32, "shared.bin", "32", NULL);
+	ext_tensor_of(&g, "A", 2, 64, "shared.bin", "0", NULL);
+	model(&f, &g);
+	REQUIRE(read_model(f.ptr, f.len, &m) == 0);
+	CHECK(m->n == 0);
+	CHECK(m->note && strstr(m->note, "C in shared.bin (ranges in the file overlap)") != NULL);
+	cr_manifest_free(m);
+
+	/* Equal ranges declared out of order, between inline tensors: file order is kept. */
+	cr_buf_clear(&g);
+	tensor_head(&t, "inline0", 1, d4, 1);
+	pb_bytes(&t, 9, w, sizeof(w));
+	pb_msg(&g, 5, &t);
+	ext_tensor_of(&g, "u", 2, 32, "shared.bin", "64", NULL);
+	ext_tensor_of(&g, "t1", 2, 64, "shared.bin", "0", NULL);
+	tensor_head(&t, "inline1", 1, d4, 1);
+	pb_bytes(&t, 9, w, sizeof(w));
+	pb_msg(&g, 5, &t);
+	ext_tensor_of(&g, "t2", 2, 64, "shared.bin", "0", NULL);
+	ext_tensor_of(&g, "t3", 2, 64, "shared.bin", NULL, "64");
+	ext_tensor_of(&g, "z", 2, 0, "shared.bin", "100", NULL);
+	model(&f, &g);
+	REQUIRE(read_model(f.ptr, f.len, &m) == 0);
+	REQUIRE(m->n == 7);
+	for (size_t i = 0; i < 7; i++)
+		CHECK(strcmp(m->tensors[i].name, names[i]) == 0);
+	CHECK(hash_is(find(m, "inline0"), w, sizeof(w)) && hash_is(find(m, "inline1"), w, 16));
+	CHECK(hash_is(find(m, "u"), data + 64, 32) && find(m, "u")->offset == 64);
+	CHECK(hash_is(find(m, "t1"), data, 64) && hash_is(find(m, "t2"), data, 64) &&
+	      hash_is(find(m, "t3"), data, 64));
+	CHECK(find(m, "z")->length == 0 && find(m, "z")->offset == 100);
+	CHECK(m->note == NULL);
+	cr_manifest_free(m);
+	cr_buf_free(&g);
+	cr_buf_free(&t);
 	cr_buf_free(&f);
 }
 
@@ -793,5 +986,6 @@ static void test_probe(void)
 
 TEST_MAIN(TEST(test_raw_data), TEST(test_typed_fields),
           TEST(test_protobuf_merging_and_unknown_fields), TEST(test_notes),
-          TEST(test_external_data), TEST(test_every_truncation_fails_cleanly), TEST(test_hostile),
-          TEST(test_many_chunks), TEST(test_probe))
+          TEST(test_external_data), TEST(test_external_secrets), TEST(test_external_shared_ranges),
+          TEST(test_every_truncation_fails_cleanly), TEST(test_hostile), TEST(test_many_chunks),
+          TEST(test_probe))
