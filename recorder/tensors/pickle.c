@@ -12,6 +12,15 @@
  * Every value pushed counts against limits.max_values, every allocation
  * (nodes, item arrays, stack, memo) against limits.max_bytes, and nothing
  * recurses, so the worst a hostile pickle gets is a clear CR_EINVAL.
+ *
+ * Memory is in proportion to the pickle: max_bytes is at most
+ * CR_PKL_BYTES_PER_BYTE times its length plus CR_PKL_BYTES_SLACK. To keep
+ * real pickles well inside that, containers closed from a MARK (TUPLE,
+ * LIST, DICT, ...) get exactly sized item arrays carved from an arena,
+ * growing ones (APPENDS, SETITEMS) grow by half, and the memo is a dense
+ * array only as far as the indices in use are dense (Python numbers them
+ * 0, 1, 2, ...); an index far beyond goes to a small hash table, so a PUT
+ * at 16 million costs one entry, not 16 million.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -24,6 +33,10 @@
 
 /* Nodes are carved from chunks of this many; the tree is freed chunk by chunk. */
 #define NODES_PER_CHUNK 256u
+/* Fixed item arrays are carved from arena chunks of this many values (64 KiB). */
+#define ARENA_VALS 4096u
+/* The dense memo grows to an index below 2 * (entries set) + MEMO_DENSE_SLACK. */
+#define MEMO_DENSE_SLACK 1024u
 /* Longest line of a text opcode (GLOBAL module or name, INT, GET, PUT). */
 #define MAX_LINE 1024u
 /* The highest protocol Python 3.8+ writes. */
@@ -35,16 +48,31 @@ typedef struct node_chunk {
 	cr_pkl_node nodes[NODES_PER_CHUNK];
 } node_chunk;
 
+typedef struct object_chunk {
+	struct object_chunk *next;
+	size_t used;
+	cr_pkl_object objects[NODES_PER_CHUNK];
+} object_chunk;
+
+typedef struct arena_chunk {
+	struct arena_chunk *next;
+	size_t used, size;          /* values */
+	cr_pkl_val vals[];
+} arena_chunk;
+
 struct cr_pkl {
 	node_chunk *chunks;
+	object_chunk *objects;
+	arena_chunk *arena;         /* the newest chunk first */
 	size_t count;
 	cr_pkl_val root;
 };
 
-typedef struct memo_slot {
+/* A memo entry outside the dense part: key is the index + 1 (0: free). */
+typedef struct memo_entry {
+	uint64_t key;
 	cr_pkl_val v;
-	int set;
-} memo_slot;
+} memo_entry;
 
 /* One parse. */
 typedef struct pstate {
@@ -60,9 +88,12 @@ typedef struct pstate {
 	size_t sp, stack_cap;
 	size_t *marks;
 	size_t nmarks, marks_cap;
-	memo_slot *memo;
-	size_t memo_len;            /* allocated slots */
-	size_t memo_count;          /* slots set (MEMOIZE's next index) */
+	cr_pkl_val *memo;           /* dense part: indices below memo_len */
+	uint8_t *memo_set;          /* a bit per dense slot */
+	size_t memo_len;
+	memo_entry *sparse;         /* indices beyond: open addressing, at most half full */
+	size_t sparse_cap, sparse_n;
+	size_t memo_count;          /* indices set (MEMOIZE's next index) */
 } pstate;
 
 enum {
@@ -319,28 +350,110 @@ static int new_node(pstate *st, cr_pkl_kind kind, cr_pkl_node **out)
 	return 0;
 }
 
-static int node_add(pstate *st, cr_pkl_node *n, const cr_pkl_val *v)
+static int new_object(pstate *st, cr_pkl_object **out)
 {
+	object_chunk *c = st->pk->objects;
 	int rc;
 
-	if ((rc = grow(st, (void **)&n->items, &n->cap, n->n + 1, sizeof(*v), st->lim.max_items)) < 0)
-		return rc;
-	n->items[n->n++] = *v;
+	if (!c || c->used == NODES_PER_CHUNK) {
+		if ((rc = account(st, sizeof(*c))) < 0)
+			return rc;
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return nomem(st);
+		c->next = st->pk->objects;
+		st->pk->objects = c;
+	}
+	*out = &c->objects[c->used++];
 	return 0;
 }
 
-static int node_add_pair(pstate *st, cr_pkl_node *n, const cr_pkl_val *k, const cr_pkl_val *v)
+/* n values from the arena (n > 0); they live as long as the tree. */
+static int arena_vals(pstate *st, size_t n, cr_pkl_val **out)
 {
+	arena_chunk *c = st->pk->arena;
+	size_t size;
 	int rc;
 
-	if (n->npairs >= st->lim.max_items)
-		return fail(st, "more than %zu entries", st->lim.max_items);
-	if ((rc = grow(st, (void **)&n->pairs, &n->pcap, 2 * (n->npairs + 1), sizeof(*v),
-	               2 * st->lim.max_items)) < 0)
+	if (!c || c->size - c->used < n) {
+		/* A big array gets a chunk of its own; the current one stays in use. */
+		size = n > ARENA_VALS / 4 ? n : ARENA_VALS;
+		if ((rc = account(st, sizeof(*c) + size * sizeof(cr_pkl_val))) < 0)
+			return rc;
+		if (!(c = malloc(sizeof(*c) + size * sizeof(cr_pkl_val))))
+			return nomem(st);
+		c->size = size;
+		c->used = 0;
+		if (size == ARENA_VALS || !st->pk->arena) {
+			c->next = st->pk->arena;
+			st->pk->arena = c;
+		} else {
+			c->next = st->pk->arena->next;
+			st->pk->arena->next = c;
+		}
+	}
+	*out = c->vals + c->used;
+	c->used += n;
+	return 0;
+}
+
+/*
+ * Make room for need values in a node's array (*arr, *cap of them, n used).
+ * cap 0 with a non-NULL array: a fixed array in the arena, moved to the
+ * heap when it has to grow. Growth is by half: what a pickle makes a
+ * container hold stays near what it pays for in bytes.
+ */
+static int reserve(pstate *st, cr_pkl_val **arr, uint32_t *cap, uint32_t n, size_t need,
+                   size_t max)
+{
+	size_t ncap;
+	cr_pkl_val *p;
+	int rc;
+
+	if (need <= *cap)
+		return 0;
+	if (need > max)
+		return fail(st, "more than %zu entries", max);
+	ncap = (size_t)*cap + *cap / 2;
+	if (ncap < need)
+		ncap = need;
+	if (ncap > max)
+		ncap = max;
+	if ((rc = account(st, (ncap - *cap) * sizeof(*p))) < 0)
 		return rc;
-	n->pairs[2 * n->npairs] = *k;
-	n->pairs[2 * n->npairs + 1] = *v;
-	n->npairs++;
+	if (*cap == 0 && *arr) {
+		if (!(p = malloc(ncap * sizeof(*p))))
+			return nomem(st);
+		memcpy(p, *arr, n * sizeof(*p));
+	} else if (!(p = realloc(*arr, ncap * sizeof(*p)))) {
+		return nomem(st);
+	}
+	*arr = p;
+	*cap = (uint32_t)ncap;
+	return 0;
+}
+
+/* Append count values to a node's items (pairs: count is even, key, value, ...). */
+static int node_extend(pstate *st, cr_pkl_node *n, const cr_pkl_val *v, size_t count, int pairs)
+{
+	size_t have = pairs ? 2 * (size_t)n->npairs : n->n;
+	int rc;
+
+	if (pairs) {
+		if (count / 2 > st->lim.max_items - n->npairs)
+			return fail(st, "more than %zu entries", st->lim.max_items);
+		rc = reserve(st, &n->pairs, &n->pcap, 2 * n->npairs, have + count,
+		             2 * st->lim.max_items);
+	} else {
+		rc = reserve(st, &n->items, &n->cap, n->n, have + count, st->lim.max_items);
+	}
+	if (rc < 0)
+		return rc;
+	memcpy((pairs ? n->pairs : n->items) + have, v, count * sizeof(*v));
+	if (pairs)
+		n->npairs += (uint32_t)(count / 2);
+	else
+		n->n += (uint32_t)count;
 	return 0;
 }
 
@@ -572,59 +685,164 @@ static int push_int(pstate *st, cr_pkl_kind kind, int64_t i)
 	return push(st, v, 1);
 }
 
+static size_t memo_hash(uint64_t idx, size_t cap)
+{
+	return (size_t)((idx * 0x9e3779b97f4a7c15ull) >> 32) & (cap - 1);
+}
+
+/* The sparse entry for idx, or NULL. */
+static memo_entry *sparse_find(const pstate *st, uint64_t idx)
+{
+	size_t i;
+
+	if (!st->sparse_n)
+		return NULL;
+	for (i = memo_hash(idx, st->sparse_cap);; i = (i + 1) & (st->sparse_cap - 1)) {
+		memo_entry *e = &st->sparse[i];
+
+		if (e->key == idx + 1)
+			return e;
+		if (!e->key)
+			return NULL;
+	}
+}
+
+/* The sparse entry for idx, made when missing (*fresh then 1). */
+static int sparse_slot(pstate *st, uint64_t idx, memo_entry **out, int *fresh)
+{
+	size_t i;
+	int rc;
+
+	*fresh = 0;
+	if ((*out = sparse_find(st, idx)) != NULL)
+		return 0;
+	if (2 * (st->sparse_n + 1) > st->sparse_cap) {
+		size_t ncap = st->sparse_cap ? 2 * st->sparse_cap : 16;
+		memo_entry *old = st->sparse, *t;
+
+		if ((rc = account(st, (ncap - st->sparse_cap) * sizeof(*t))) < 0)
+			return rc;
+		if (!(t = calloc(ncap, sizeof(*t))))
+			return nomem(st);
+		for (i = 0; i < st->sparse_cap; i++) {
+			size_t k;
+
+			if (!old[i].key)
+				continue;
+			k = memo_hash(old[i].key - 1, ncap);
+			while (t[k].key)
+				k = (k + 1) & (ncap - 1);
+			t[k] = old[i];
+		}
+		free(old);
+		st->sparse = t;
+		st->sparse_cap = ncap;
+	}
+	i = memo_hash(idx, st->sparse_cap);
+	while (st->sparse[i].key)
+		i = (i + 1) & (st->sparse_cap - 1);
+	st->sparse[i].key = idx + 1;
+	st->sparse_n++;
+	*out = &st->sparse[i];
+	*fresh = 1;
+	return 0;
+}
+
 static int memo_put(pstate *st, uint64_t idx)
 {
 	cr_pkl_val *v;
-	int rc;
+	int rc, fresh;
 
 	if ((rc = top(st, &v)) < 0)
 		return rc;
 	if (idx >= st->lim.max_memo)
 		return fail(st, "memo index %llu is beyond the limit (%zu)", (unsigned long long)idx,
 		            st->lim.max_memo);
-	if (idx >= st->memo_len) {
-		size_t cap = st->memo_len;
+	if (idx >= st->memo_len && idx < 2 * (uint64_t)st->memo_count + MEMO_DENSE_SLACK) {
+		size_t len = st->memo_len + st->memo_len / 2, bits;
+		cr_pkl_val *m;
+		uint8_t *set;
 
-		if ((rc = grow(st, (void **)&st->memo, &cap, (size_t)idx + 1, sizeof(*st->memo),
-		               st->lim.max_memo)) < 0)
+		if (len <= idx)
+			len = (size_t)idx + 1;
+		if (len > st->lim.max_memo)
+			len = st->lim.max_memo;
+		bits = (len + 7) / 8;
+		if ((rc = account(st, (len - st->memo_len) * sizeof(*m) + bits -
+		                          (st->memo_len + 7) / 8)) < 0)
 			return rc;
-		memset(st->memo + st->memo_len, 0, (cap - st->memo_len) * sizeof(*st->memo));
-		st->memo_len = cap;
+		if (!(m = realloc(st->memo, len * sizeof(*m))))
+			return nomem(st);
+		st->memo = m;
+		if (!(set = realloc(st->memo_set, bits)))
+			return nomem(st);
+		memset(set + (st->memo_len + 7) / 8, 0, bits - (st->memo_len + 7) / 8);
+		st->memo_set = set;
+		st->memo_len = len;
 	}
-	if (!st->memo[idx].set)
-		st->memo_count++;
-	st->memo[idx].set = 1;
-	st->memo[idx].v = *v;
+	if (idx < st->memo_len) {
+		uint8_t bit = (uint8_t)(1u << (idx % 8));
+
+		if (!(st->memo_set[idx / 8] & bit) && !sparse_find(st, idx))
+			st->memo_count++;
+		st->memo_set[idx / 8] |= bit;
+		st->memo[idx] = *v;
+		return 0;
+	}
+	{
+		memo_entry *e;
+
+		if ((rc = sparse_slot(st, idx, &e, &fresh)) < 0)
+			return rc;
+		if (fresh)
+			st->memo_count++;
+		e->v = *v;
+	}
 	return 0;
 }
 
 static int memo_get(pstate *st, uint64_t idx)
 {
-	if (idx >= st->memo_len || !st->memo[idx].set)
-		return fail(st, "memo index %llu was never set", (unsigned long long)idx);
-	return push(st, st->memo[idx].v, 0);
+	const memo_entry *e;
+
+	if (idx < st->memo_len && (st->memo_set[idx / 8] & (1u << (idx % 8))))
+		return push(st, st->memo[idx], 0);
+	if ((e = sparse_find(st, idx)) != NULL)
+		return push(st, e->v, 0);
+	return fail(st, "memo index %llu was never set", (unsigned long long)idx);
 }
 
 /* TUPLE (from the mark), TUPLE1..3 (n from the stack), LIST, DICT, FROZENSET. */
 static int collect(pstate *st, cr_pkl_kind kind, size_t start)
 {
-	size_t n = st->sp - start, i;
+	size_t n = st->sp - start;
 	cr_pkl_node *node;
 	cr_pkl_val v;
 	int rc;
 
 	if (kind == CR_PKL_DICT && n % 2)
 		return fail(st, "odd number of items for a dict");
+	if ((kind == CR_PKL_DICT ? n / 2 : n) > st->lim.max_items)
+		return fail(st, "more than %zu entries", st->lim.max_items);
 	v.kind = kind;
 	v.len = 0;
 	if ((rc = new_node(st, kind, &node)) < 0)
 		return rc;
 	v.u.node = node;
-	for (i = start; i < st->sp; i += kind == CR_PKL_DICT ? 2 : 1) {
-		rc = kind == CR_PKL_DICT ? node_add_pair(st, node, &st->stack[i], &st->stack[i + 1])
-		                         : node_add(st, node, &st->stack[i]);
-		if (rc < 0)
+	/* Exactly sized, in the arena: such a container rarely grows afterwards. */
+	if (n) {
+		cr_pkl_val *arr;
+
+		if ((rc = arena_vals(st, n, &arr)) < 0)
 			return rc;
+		memcpy(arr, st->stack + start, n * sizeof(*arr));
+		if (kind == CR_PKL_DICT) {
+			node->pairs = arr;
+			node->npairs = (uint32_t)(n / 2);
+		} else {
+			node->items = arr;
+			node->n = (uint32_t)n;
+		}
 	}
 	st->sp = start;
 	return push(st, v, 1);
@@ -633,7 +851,6 @@ static int collect(pstate *st, cr_pkl_kind kind, size_t start)
 /* APPEND(S) and SETITEM(S) go to a list/dict, or are kept on an object. */
 static int add_items(pstate *st, size_t start, int pairs)
 {
-	size_t i;
 	cr_pkl_node *target;
 	cr_pkl_val *t;
 	int rc;
@@ -647,17 +864,14 @@ static int add_items(pstate *st, size_t start, int pairs)
 			return fail(st, "odd number of items for SETITEMS");
 		if (!target || (target->kind != CR_PKL_DICT && target->kind != CR_PKL_OBJECT))
 			return fail(st, "cannot set items on a %s", cr_pkl_kind_name(t->kind));
-		for (i = start; i < st->sp; i += 2)
-			if ((rc = node_add_pair(st, target, &st->stack[i], &st->stack[i + 1])) < 0)
-				return rc;
 	} else {
 		if (!target || (target->kind != CR_PKL_LIST && target->kind != CR_PKL_OBJECT &&
 		                target->kind != CR_PKL_SET))
 			return fail(st, "cannot append to a %s", cr_pkl_kind_name(t->kind));
-		for (i = start; i < st->sp; i++)
-			if ((rc = node_add(st, target, &st->stack[i])) < 0)
-				return rc;
 	}
+	if (st->sp > start &&
+	    (rc = node_extend(st, target, st->stack + start, st->sp - start, pairs)) < 0)
+		return rc;
 	st->sp = start;
 	return 0;
 }
@@ -666,6 +880,7 @@ static int make_object(pstate *st, const cr_pkl_val *callable, const cr_pkl_val 
                        const cr_pkl_val *kwargs, int newobj)
 {
 	cr_pkl_node *o;
+	cr_pkl_object *ob;
 	int rc;
 
 	if (args->kind != CR_PKL_TUPLE)
@@ -675,13 +890,14 @@ static int make_object(pstate *st, const cr_pkl_val *callable, const cr_pkl_val 
 		            cr_pkl_kind_name(kwargs->kind));
 	if (callable->kind != CR_PKL_GLOBAL && callable->kind != CR_PKL_OBJECT)
 		return fail(st, "cannot call a %s", cr_pkl_kind_name(callable->kind));
-	if ((rc = push_node(st, CR_PKL_OBJECT, &o)) < 0)
+	if ((rc = new_object(st, &ob)) < 0 || (rc = push_node(st, CR_PKL_OBJECT, &o)) < 0)
 		return rc;
-	o->u.object.callable = *callable;
-	o->u.object.args = *args;
+	o->u.object = ob;
+	o->u.object->callable = *callable;
+	o->u.object->args = *args;
 	if (kwargs)
-		o->u.object.kwargs = *kwargs;
-	o->u.object.newobj = (uint8_t)newobj;
+		o->u.object->kwargs = *kwargs;
+	o->u.object->newobj = (uint8_t)newobj;
 	return 0;
 }
 
@@ -964,10 +1180,10 @@ static int step(pstate *st, int *stopped)
 		n = cr_pkl_as(t, CR_PKL_OBJECT);
 		if (!n)
 			return fail(st, "cannot set the state of a %s", cr_pkl_kind_name(t->kind));
-		if (n->u.object.has_state)
+		if (n->u.object->has_state)
 			return fail(st, "state set twice");
-		n->u.object.state = a;
-		n->u.object.has_state = 1;
+		n->u.object->state = a;
+		n->u.object->has_state = 1;
 		return 0;
 	case OP_BINPERSID:
 		if ((rc = pop(st, &a)) < 0)
@@ -999,6 +1215,13 @@ int cr_pkl_parse(const uint8_t *data, size_t len, const char *what, const cr_pkl
 		st.lim = *limits;
 	else
 		cr_pkl_limits_default(&st.lim);
+	/* Memory in proportion to the pickle (a few KiB of zip can inflate to megabytes of it). */
+	if (len <= (SIZE_MAX - CR_PKL_BYTES_SLACK) / CR_PKL_BYTES_PER_BYTE &&
+	    st.lim.max_bytes > len * CR_PKL_BYTES_PER_BYTE + CR_PKL_BYTES_SLACK)
+		st.lim.max_bytes = len * CR_PKL_BYTES_PER_BYTE + CR_PKL_BYTES_SLACK;
+	/* Node counts are 32-bit, pairs twice the entries. */
+	if (st.lim.max_items > UINT32_MAX / 2)
+		st.lim.max_items = UINT32_MAX / 2;
 	st.pk = calloc(1, sizeof(*st.pk));
 	if (!st.pk)
 		return nomem(&st);
@@ -1015,6 +1238,8 @@ int cr_pkl_parse(const uint8_t *data, size_t len, const char *what, const cr_pkl
 	free(st.stack);
 	free(st.marks);
 	free(st.memo);
+	free(st.memo_set);
+	free(st.sparse);
 	if (rc < 0) {
 		cr_pkl_free(st.pk);
 		return rc;
@@ -1036,17 +1261,30 @@ size_t cr_pkl_count(const cr_pkl *pk)
 void cr_pkl_free(cr_pkl *pk)
 {
 	node_chunk *c, *next;
+	object_chunk *o, *onext;
+	arena_chunk *a, *anext;
 	size_t i;
 
 	if (!pk)
 		return;
+	for (o = pk->objects; o; o = onext) {
+		onext = o->next;
+		free(o);
+	}
 	for (c = pk->chunks; c; c = next) {
 		next = c->next;
+		/* Arrays with cap 0 are the arena's. */
 		for (i = 0; i < c->used; i++) {
-			free(c->nodes[i].items);
-			free(c->nodes[i].pairs);
+			if (c->nodes[i].cap)
+				free(c->nodes[i].items);
+			if (c->nodes[i].pcap)
+				free(c->nodes[i].pairs);
 		}
 		free(c);
+	}
+	for (a = pk->arena; a; a = anext) {
+		anext = a->next;
+		free(a);
 	}
 	free(pk);
 }

@@ -11,8 +11,9 @@
  *
  * The input is hostile: every length is checked against what is left and
  * against a limit, the memo, the stack, the marks and the number of values
- * are capped (cr_pkl_limits), and an opcode outside the supported set is
- * refused with its name and position. No recursion happens while parsing,
+ * are capped (cr_pkl_limits), memory is at most CR_PKL_BYTES_PER_BYTE times
+ * the pickle's length, and an opcode outside the supported set is refused
+ * with its name and position. No recursion happens while parsing,
  * so a deeply nested pickle cannot exhaust the C stack here; readers that
  * walk the tree bound their own depth.
  *
@@ -48,6 +49,7 @@ typedef enum cr_pkl_kind {
 } cr_pkl_kind;
 
 typedef struct cr_pkl_node cr_pkl_node;
+typedef struct cr_pkl_object cr_pkl_object;
 
 typedef struct cr_pkl_val {
 	cr_pkl_kind kind;
@@ -63,24 +65,28 @@ typedef struct cr_pkl_val {
 struct cr_pkl_node {
 	cr_pkl_kind kind;
 	uint32_t mark;              /* free for the tree's reader (cycle marks); 0 after parsing */
-	size_t n, cap;              /* items of TUPLE, LIST, SET, FROZENSET; APPENDs to an OBJECT */
+	uint32_t n;                 /* items of TUPLE, LIST, SET, FROZENSET; APPENDs to an OBJECT */
+	uint32_t cap;               /* the parser's */
 	cr_pkl_val *items;
-	size_t npairs, pcap;        /* DICT entries or SETITEMs to an OBJECT */
+	uint32_t npairs;            /* DICT entries or SETITEMs to an OBJECT */
+	uint32_t pcap;              /* the parser's */
 	cr_pkl_val *pairs;          /* key, value, key, value, ... (2 * npairs values) */
 	union {
 		struct {
 			const uint8_t *module, *name;
 			uint32_t module_len, name_len;
 		} global;
-		/* callable(*args) for REDUCE; callable.__new__(callable, *args, **kwargs)
-		   for NEWOBJ and NEWOBJ_EX (kwargs is NONE for the others) */
-		struct {
-			cr_pkl_val callable, args, kwargs;
-			cr_pkl_val state;   /* BUILD's argument when has_state */
-			uint8_t has_state, newobj;
-		} object;
+		cr_pkl_object *object;  /* OBJECT (kept apart: most nodes are not objects) */
 		cr_pkl_val pid;         /* PERSID: the persistent id */
 	} u;
+};
+
+/* callable(*args) for REDUCE; callable.__new__(callable, *args, **kwargs)
+   for NEWOBJ and NEWOBJ_EX (kwargs is NONE for the others). */
+struct cr_pkl_object {
+	cr_pkl_val callable, args, kwargs;
+	cr_pkl_val state;           /* BUILD's argument when has_state */
+	uint8_t has_state, newobj;
 };
 
 /* Caps on what a pickle may make the reader hold. */
@@ -101,6 +107,9 @@ typedef struct cr_pkl_limits {
 #define CR_PKL_DEFAULT_MAX_STR (64u * 1024 * 1024)
 #define CR_PKL_DEFAULT_MAX_ITEMS (16u * 1024 * 1024)
 #define CR_PKL_DEFAULT_MAX_BYTES (1024u * 1024 * 1024)
+/* Whatever the limits say, max_bytes is at most PER_BYTE x the pickle's length + SLACK. */
+#define CR_PKL_BYTES_PER_BYTE 64u
+#define CR_PKL_BYTES_SLACK (1024u * 1024)
 
 /* The defaults above, for callers that tighten one of them. */
 void cr_pkl_limits_default(cr_pkl_limits *out);
@@ -150,7 +159,9 @@ const char *cr_pkl_kind_name(cr_pkl_kind k);
  */
 #define CR_PT_MAX_KEY 64            /* longest storage key */
 #define CR_PT_MAX_DEPTH 256         /* nesting of containers walked */
-#define CR_PT_MAX_VISITS (16u * 1024 * 1024) /* container visits (shared subtrees count each time) */
+/* Containers visited plus the entries walked in them; shared subtrees count each time. */
+#define CR_PT_MAX_WALK (16u * 1024 * 1024)
+#define CR_PT_MAX_NAME_BYTES (128u * 1024 * 1024) /* all tensor names together */
 
 typedef struct cr_pt_storage {
 	char key[CR_PT_MAX_KEY + 1];  /* the zip member is <archive>/data/<key> */
@@ -183,8 +194,11 @@ typedef struct cr_pt_map {
 /*
  * Map the tree of a parsed data.pkl (pk) to tensors and storages. what names
  * the input in messages. CR_EINVAL for a malformed tensor or storage, a name
- * longer than CR_TENSOR_MAX_NAME or not valid UTF-8, too many tensors,
- * nesting deeper than CR_PT_MAX_DEPTH; CR_ENOMEM.
+ * longer than CR_TENSOR_MAX_NAME or not valid UTF-8, too many tensors (or
+ * names: CR_PT_MAX_NAME_BYTES, or many times more names than tensor nodes,
+ * from shared references), nesting deeper than CR_PT_MAX_DEPTH, a walk of
+ * more than CR_PT_MAX_WALK steps; CR_ENOMEM. The nodes' mark fields are
+ * used during the walk and are 0 again on return.
  */
 int cr_pt_map_pickle(const cr_pkl *pk, const char *what, cr_pt_map **out);
 void cr_pt_map_free(cr_pt_map *m); /* NULL-safe */

@@ -67,6 +67,14 @@
 /* Deflated members may not expand past RATIO x file size + SLACK in all. */
 #define PT_MAX_RATIO 64u
 #define PT_RATIO_SLACK (64u * 1024 * 1024)
+/*
+ * A deflated data.pkl may not expand past PICKLE_RATIO x file size + SLACK:
+ * the parsed tree takes up to CR_PKL_BYTES_PER_BYTE times the pickle, so
+ * without this a few KiB of zip could ask for a gigabyte. torch.save stores
+ * data.pkl uncompressed; a recompressed one rarely shrinks more than 10x.
+ */
+#define PT_PICKLE_RATIO 32u
+#define PT_PICKLE_SLACK (1024u * 1024)
 /* A deflate stream cannot expand more than ~1032:1; claims beyond are bogus. */
 #define PT_DEFLATE_MAX_RATIO 1040u
 /* Read size of the callback. */
@@ -201,13 +209,45 @@ static const dtype_info dtypes[] = {
 	{"UntypedStorage", NULL, "U8", 1},
 };
 
+/*
+ * The walk writes only the nodes' mark field (the tree reader's to use):
+ * MARK_ON_PATH while a node is being walked (a container inside itself is
+ * not entered again); MARK_KEYS once its repeated dict keys are known, with
+ * mark >> MARK_SHIFT the place in `marked` (+1) of what was found;
+ * MARK_TENSOR once it gave a tensor. Nodes with the last two are listed in
+ * `marked`, and every mark is cleared before cr_pt_map_pickle returns.
+ */
+#define MARK_ON_PATH 1u
+#define MARK_KEYS 2u
+#define MARK_TENSOR 4u
+#define MARK_SHIFT 3
+
+/*
+ * Shared references multiply tensors (tied weights, a module used twice):
+ * at most PT_ALIAS_FACTOR names per distinct tensor node on average, plus
+ * PT_ALIAS_SLACK, else a few hundred bytes of memo references could name
+ * a million tensors.
+ */
+#define PT_ALIAS_FACTOR 16u
+#define PT_ALIAS_SLACK 131072u
+
+typedef struct marked {
+	cr_pkl_node *node;
+	size_t *winner;             /* NULL when no key repeats (see pair_winners) */
+} marked;
+
 typedef struct walker {
 	const char *what;
 	cr_pt_map *m;
 	smap keys;                  /* storage key -> index */
 	smap names;                 /* tensor name -> index */
+	size_t *next_suffix;        /* per tensor: the next "#N" to try for its name (m->cap) */
 	cr_buf name;
-	size_t visits;
+	size_t work;                /* containers visited and entries walked */
+	size_t name_bytes;          /* bytes of tensor names made */
+	marked *marked;             /* nodes with MARK_KEYS or MARK_TENSOR */
+	size_t nmarked, mcap;
+	size_t distinct;            /* tensor nodes (MARK_TENSOR) */
 } walker;
 
 static int bad(const walker *w, const char *fmt, const char *detail)
@@ -255,6 +295,45 @@ static const dtype_info *dtype_global(const cr_pkl_val *v)
 		if (dtypes[i].dtype_name && global_named(g, dtypes[i].dtype_name))
 			return &dtypes[i];
 	return NULL;
+}
+
+/*
+ * Count n more steps of the walk. A list of N references to one dict of K
+ * keys costs N * K steps: shared subtrees are walked each time they are
+ * reached (each place gives other names), so the steps, not the nodes,
+ * are what is bounded.
+ */
+static int charge(walker *w, size_t n)
+{
+	if (n > CR_PT_MAX_WALK || w->work > CR_PT_MAX_WALK - n) {
+		char detail[96];
+
+		snprintf(detail, sizeof(detail), "more than %u containers and entries walked",
+		         CR_PT_MAX_WALK);
+		return bad(w, "too many paths through shared objects", detail);
+	}
+	w->work += n;
+	return 0;
+}
+
+/* List node d (with its winner array, now the walker's) for clearing its mark. */
+static int remember(walker *w, cr_pkl_node *d, size_t *winner)
+{
+	if (w->nmarked == w->mcap) {
+		size_t ncap = w->mcap ? w->mcap * 2 : 64;
+		marked *nm;
+
+		/* mark >> MARK_SHIFT must hold the place: far more than a pickle has nodes. */
+		if (ncap > (UINT32_MAX >> MARK_SHIFT) ||
+		    !(nm = realloc(w->marked, ncap * sizeof(*nm))))
+			return cr_error_set(CR_ENOMEM, "out of memory");
+		w->marked = nm;
+		w->mcap = ncap;
+	}
+	w->marked[w->nmarked].node = d;
+	w->marked[w->nmarked].winner = winner;
+	w->nmarked++;
+	return 0;
 }
 
 /* Storage keys name zip members: keep them short and plain. */
@@ -459,7 +538,7 @@ static int as_tensor(walker *w, const cr_pkl_val *callable, const cr_pkl_val *ar
 			/* (data, requires_grad, hooks[, state]): the tensor is data. */
 			if (args->n < 1 || !(inner = cr_pkl_as(&args->items[0], CR_PKL_OBJECT)))
 				return 0;
-			return as_tensor(w, &inner->u.object.callable, &inner->u.object.args,
+			return as_tensor(w, &inner->u.object->callable, &inner->u.object->args,
 			                 depth + 1, t);
 		} else
 			return 0;
@@ -533,42 +612,64 @@ static int utf8_strict(const char *p, size_t n)
 	return 1;
 }
 
-static int emit(walker *w, cr_pt_tensor *t)
+/* A tensor from node n (its rebuild call or persistent id) at the current name. */
+static int emit(walker *w, cr_pkl_node *n, cr_pt_tensor *t)
 {
 	cr_pt_map *m = w->m;
 	/* torch.save(tensor): the tensor is the whole pickle and has no key. */
 	const char *base = w->name.len ? w->name.ptr : "(root)";
-	size_t len = strlen(base), i;
+	size_t len = strlen(base), first, i;
 	char *name;
 	int rc;
 
 	if (m->n >= CR_TENSOR_MAX_COUNT)
 		return bad(w, "more tensors than the limit", NULL);
+	if (!(n->mark & MARK_TENSOR)) {
+		if ((rc = remember(w, n, NULL)) < 0)
+			return rc;
+		n->mark |= MARK_TENSOR;
+		w->distinct++;
+	}
+	if (m->n >= PT_ALIAS_SLACK && (m->n - PT_ALIAS_SLACK) / PT_ALIAS_FACTOR >= w->distinct) {
+		char detail[96];
+
+		snprintf(detail, sizeof(detail), "%zu names for %zu tensors", m->n, w->distinct);
+		return bad(w, "too many references to the same tensors", detail);
+	}
+	if (len + 16 > CR_PT_MAX_NAME_BYTES - w->name_bytes)
+		return bad(w, "too many tensor names: their bytes exceed the limit", NULL);
 	if (!utf8_strict(base, len))
 		return bad(w, "a tensor name is not valid UTF-8", NULL);
-	if (!(name = strdup(base)))
-		return cr_error_set(CR_ENOMEM, "out of memory");
-	/* Dots can make two paths one name ({"a.b": x, "a": {"b": y}}): number the later ones. */
-	for (i = 2; smap_get(&w->names, name, strlen(name), NULL); i++) {
-		char *alt;
-
-		free(name);
-		if (asprintf(&alt, "%s#%zu", base, i) < 0)
-			return cr_error_set(CR_ENOMEM, "out of memory");
-		name = alt;
-		if (i == 2)
-			m->nrenamed++;
-	}
 	if (m->n == m->cap) {
 		size_t ncap = m->cap ? m->cap * 2 : 32;
 		cr_pt_tensor *nt = realloc(m->tensors, ncap * sizeof(*nt));
+		size_t *ns;
 
-		if (!nt) {
-			free(name);
+		if (!nt)
 			return cr_error_set(CR_ENOMEM, "out of memory");
-		}
 		m->tensors = nt;
+		if (!(ns = realloc(w->next_suffix, ncap * sizeof(*ns))))
+			return cr_error_set(CR_ENOMEM, "out of memory");
+		w->next_suffix = ns;
 		m->cap = ncap;
+	}
+	if (!(name = strdup(base)))
+		return cr_error_set(CR_ENOMEM, "out of memory");
+	/*
+	 * Dots can make two paths one name ({"a.b": x, "a": {"b": y}}): number the
+	 * later ones. The first holder of a name keeps the next number to try, so
+	 * N tensors of one name cost O(N), not O(N^2).
+	 */
+	if (smap_get(&w->names, name, len, &first)) {
+		m->nrenamed++;
+		for (i = w->next_suffix[first];; i++) {
+			free(name);
+			if (asprintf(&name, "%s#%zu", base, i) < 0)
+				return cr_error_set(CR_ENOMEM, "out of memory");
+			if (!smap_get(&w->names, name, strlen(name), NULL))
+				break;
+		}
+		w->next_suffix[first] = i + 1;
 	}
 	t->name = name;
 	m->tensors[m->n] = *t;
@@ -576,6 +677,8 @@ static int emit(walker *w, cr_pt_tensor *t)
 		free(name);
 		return rc;
 	}
+	w->next_suffix[m->n] = 2;
+	w->name_bytes += strlen(name) + 1;
 	m->n++;
 	if (t->view)
 		m->nviews++;
@@ -604,53 +707,87 @@ static void key_text(const cr_pkl_val *k, size_t pos, char *buf, size_t bufsz, c
 }
 
 /*
- * Dict entries in order. A key set twice keeps its first place and its last
- * value, as a Python dict does (for str and int keys; keys of other kinds
- * are taken as distinct).
+ * Which entries of a dict-like node d count. A key set twice keeps its
+ * first place and its last value, as a Python dict does (for str and int
+ * keys; keys of other kinds are taken as distinct). *out is NULL when no key
+ * repeats; else (*out)[i] is the entry whose value goes at entry i's place,
+ * SIZE_MAX for a later repeat. Worked out once per node and kept (see
+ * MARK_KEYS): a dict reached through many references pays for its keys once.
  */
-static int walk_pairs(walker *w, const cr_pkl_node *d, size_t depth)
+static int pair_winners(walker *w, cr_pkl_node *d, const size_t **out)
 {
-	size_t *winner = NULL, i;
+	size_t *winner = NULL, *toff = NULL, i;
 	smap seen = {0};
 	cr_buf texts = CR_BUF_INIT;
-	size_t *toff = NULL;
-	int rc = 0;
+	int dup = 0, rc = 0;
 
-	if (d->npairs > 1) {
-		winner = malloc(d->npairs * sizeof(*winner));
-		toff = malloc((d->npairs + 1) * sizeof(*toff));
-		if (!winner || !toff) {
-			rc = cr_error_set(CR_ENOMEM, "out of memory");
-			goto done;
-		}
-		for (i = 0; i < d->npairs; i++) {
-			const cr_pkl_val *k = &d->pairs[2 * i];
+	*out = NULL;
+	if (d->npairs < 2)
+		return 0;
+	if (d->mark & MARK_KEYS) {
+		size_t k = d->mark >> MARK_SHIFT;
 
-			winner[i] = i;
-			toff[i] = texts.len;
-			if (k->kind == CR_PKL_STR) {
-				if ((rc = cr_buf_putc(&texts, 's')) < 0 ||
-				    (rc = cr_buf_put(&texts, k->u.s, k->len)) < 0)
-					goto done;
-			} else if (k->kind == CR_PKL_INT) {
-				if ((rc = cr_buf_printf(&texts, "i%lld", (long long)k->u.i)) < 0)
-					goto done;
-			}
-		}
-		toff[d->npairs] = texts.len;
-		for (i = 0; i < d->npairs; i++) {
-			size_t first, n = toff[i + 1] - toff[i];
+		*out = k ? w->marked[k - 1].winner : NULL;
+		return 0;
+	}
+	winner = malloc(d->npairs * sizeof(*winner));
+	toff = malloc((d->npairs + 1) * sizeof(*toff));
+	if (!winner || !toff) {
+		rc = cr_error_set(CR_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < d->npairs; i++) {
+		const cr_pkl_val *k = &d->pairs[2 * i];
 
-			if (!n)
-				continue;
-			if (smap_get(&seen, texts.ptr + toff[i], n, &first)) {
-				winner[first] = i;
-				winner[i] = SIZE_MAX;
-			} else if ((rc = smap_put(&seen, texts.ptr + toff[i], n, i)) < 0) {
+		winner[i] = i;
+		toff[i] = texts.len;
+		if (k->kind == CR_PKL_STR) {
+			if ((rc = cr_buf_putc(&texts, 's')) < 0 ||
+			    (rc = cr_buf_put(&texts, k->u.s, k->len)) < 0)
 				goto done;
-			}
+		} else if (k->kind == CR_PKL_INT) {
+			if ((rc = cr_buf_printf(&texts, "i%lld", (long long)k->u.i)) < 0)
+				goto done;
 		}
 	}
+	toff[d->npairs] = texts.len;
+	for (i = 0; i < d->npairs; i++) {
+		size_t first, n = toff[i + 1] - toff[i];
+
+		if (!n)
+			continue;
+		if (smap_get(&seen, texts.ptr + toff[i], n, &first)) {
+			winner[first] = i;
+			winner[i] = SIZE_MAX;
+			dup = 1;
+		} else if ((rc = smap_put(&seen, texts.ptr + toff[i], n, i)) < 0) {
+			goto done;
+		}
+	}
+	if ((rc = remember(w, d, dup ? winner : NULL)) < 0)
+		goto done;
+	d->mark |= MARK_KEYS | (dup ? (uint32_t)w->nmarked << MARK_SHIFT : 0);
+	if (dup) {
+		*out = winner;
+		winner = NULL; /* now the walker's */
+	}
+done:
+	free(winner);
+	free(toff);
+	smap_free(&seen);
+	cr_buf_free(&texts);
+	return rc;
+}
+
+/* Dict entries in order (see pair_winners for keys set twice). */
+static int walk_pairs(walker *w, cr_pkl_node *d, size_t depth)
+{
+	const size_t *winner;
+	size_t i;
+	int rc;
+
+	if ((rc = charge(w, d->npairs)) < 0 || (rc = pair_winners(w, d, &winner)) < 0)
+		return rc;
 	for (i = 0; i < d->npairs; i++) {
 		const cr_pkl_val *val;
 		char buf[64];
@@ -664,18 +801,13 @@ static int walk_pairs(walker *w, const cr_pkl_node *d, size_t depth)
 			continue;
 		key_text(&d->pairs[2 * i], i, buf, sizeof(buf), &s, &n);
 		if ((rc = name_push(w, s, n, &saved)) < 0)
-			goto done;
+			return rc;
 		rc = walk(w, val, depth + 1);
 		name_pop(w, saved);
 		if (rc < 0)
-			goto done;
+			return rc;
 	}
-done:
-	free(winner);
-	free(toff);
-	smap_free(&seen);
-	cr_buf_free(&texts);
-	return rc;
+	return 0;
 }
 
 static int walk_items(walker *w, const cr_pkl_val *items, size_t n, size_t depth)
@@ -684,6 +816,8 @@ static int walk_items(walker *w, const cr_pkl_val *items, size_t n, size_t depth
 	char buf[32];
 	int rc;
 
+	if ((rc = charge(w, n)) < 0)
+		return rc;
 	for (i = 0; i < n; i++) {
 		if (items[i].kind < CR_PKL_TUPLE)
 			continue;
@@ -699,7 +833,7 @@ static int walk_items(walker *w, const cr_pkl_val *items, size_t n, size_t depth
 }
 
 /* An object's contents at its own level: its items, its state, its arguments. */
-static int walk_object(walker *w, const cr_pkl_node *o, size_t depth)
+static int walk_object(walker *w, cr_pkl_node *o, size_t depth)
 {
 	const cr_pkl_node *st;
 	int rc;
@@ -708,9 +842,9 @@ static int walk_object(walker *w, const cr_pkl_node *o, size_t depth)
 		return rc;
 	if ((rc = walk_items(w, o->items, o->n, depth)) < 0)
 		return rc;
-	if (o->u.object.has_state) {
+	if (o->u.object->has_state) {
 		/* __dict__, or (__dict__, slots) from copyreg's reduce. */
-		st = cr_pkl_as(&o->u.object.state, CR_PKL_TUPLE);
+		st = cr_pkl_as(&o->u.object->state, CR_PKL_TUPLE);
 		if (st && st->n == 2 && (st->items[0].kind == CR_PKL_DICT ||
 		                         st->items[0].kind == CR_PKL_NONE)) {
 			size_t i;
@@ -719,14 +853,14 @@ static int walk_object(walker *w, const cr_pkl_node *o, size_t depth)
 				if (st->items[i].kind == CR_PKL_DICT &&
 				    (rc = walk_pairs(w, st->items[i].u.node, depth)) < 0)
 					return rc;
-		} else if (o->u.object.state.kind == CR_PKL_DICT) {
-			if ((rc = walk_pairs(w, o->u.object.state.u.node, depth)) < 0)
+		} else if (o->u.object->state.kind == CR_PKL_DICT) {
+			if ((rc = walk_pairs(w, o->u.object->state.u.node, depth)) < 0)
 				return rc;
-		} else if ((rc = walk(w, &o->u.object.state, depth + 1)) < 0) {
+		} else if ((rc = walk(w, &o->u.object->state, depth + 1)) < 0) {
 			return rc;
 		}
 	}
-	st = cr_pkl_as(&o->u.object.args, CR_PKL_TUPLE);
+	st = cr_pkl_as(&o->u.object->args, CR_PKL_TUPLE);
 	if (st && (rc = walk_items(w, st->items, st->n, depth)) < 0)
 		return rc;
 	return 0;
@@ -743,12 +877,12 @@ static int walk(walker *w, const cr_pkl_val *v, size_t depth)
 	n = v->u.node;
 	if (depth > CR_PT_MAX_DEPTH)
 		return bad(w, "containers nested deeper than the limit", NULL);
-	if (++w->visits > CR_PT_MAX_VISITS)
-		return bad(w, "too many paths through shared objects", NULL);
+	if ((rc = charge(w, 1)) < 0)
+		return rc;
 	/* A container inside itself: Python can build that, names cannot. */
-	if (n->mark)
+	if (n->mark & MARK_ON_PATH)
 		return 0;
-	n->mark = 1;
+	n->mark |= MARK_ON_PATH;
 	switch (n->kind) {
 	case CR_PKL_DICT: rc = walk_pairs(w, n, depth); break;
 	case CR_PKL_TUPLE:
@@ -767,19 +901,19 @@ static int walk(walker *w, const cr_pkl_val *v, size_t depth)
 		t.ndim = 1;
 		t.shape[0] = s->numel;
 		t.length = s->nbytes;
-		rc = emit(w, &t);
+		rc = emit(w, n, &t);
 		break;
 	}
 	case CR_PKL_OBJECT:
-		rc = as_tensor(w, &n->u.object.callable, &n->u.object.args, 0, &t);
+		rc = as_tensor(w, &n->u.object->callable, &n->u.object->args, 0, &t);
 		if (rc == 1)
-			rc = emit(w, &t);
+			rc = emit(w, n, &t);
 		else if (rc == 0)
 			rc = walk_object(w, n, depth);
 		break;
 	default: break;
 	}
-	n->mark = 0;
+	n->mark &= ~MARK_ON_PATH;
 	return rc;
 }
 
@@ -799,6 +933,7 @@ void cr_pt_map_free(cr_pt_map *m)
 int cr_pt_map_pickle(const cr_pkl *pk, const char *what, cr_pt_map **out)
 {
 	walker w;
+	size_t i;
 	int rc;
 
 	*out = NULL;
@@ -808,10 +943,14 @@ int cr_pt_map_pickle(const cr_pkl *pk, const char *what, cr_pt_map **out)
 		return cr_error_set(CR_ENOMEM, "out of memory");
 	if ((rc = cr_buf_puts(&w.name, "")) < 0)
 		goto done;
-	/* walk() writes only the nodes' mark field (the reader's to use), and
-	   clears each mark as it leaves the node. */
 	rc = walk(&w, cr_pkl_root(pk), 0);
 done:
+	for (i = 0; i < w.nmarked; i++) {
+		w.marked[i].node->mark = 0;
+		free(w.marked[i].winner);
+	}
+	free(w.marked);
+	free(w.next_suffix);
 	smap_free(&w.keys);
 	smap_free(&w.names);
 	cr_buf_free(&w.name);
@@ -1074,6 +1213,13 @@ static int cd_read(pt_ctx *c)
 			}
 			if (__builtin_add_overflow(expand, e->usize, &expand))
 				expand = UINT64_MAX;
+			if (nlen >= 9 && memcmp(e->name + nlen - 9, "/data.pkl", 9) == 0 &&
+			    e->usize > c->size * PT_PICKLE_RATIO + PT_PICKLE_SLACK) {
+				rc = zbad(c, "deflated data.pkl would expand too much for the "
+				             "file's size (zip bomb?)",
+				          e->name);
+				goto done;
+			}
 		}
 		if (smap_get(&names, e->name, nlen, NULL)) {
 			rc = zbad(c, "duplicate member name", e->name);

@@ -12,8 +12,15 @@
  * whose range they overlap, in the order they come, so the bytes are read
  * once whatever the layout.
  *
+ * Tensors with equal (member, offset, length) ranges share one span: its
+ * bytes are hashed, written to the base and compared once, and the digest
+ * is copied to each (a hundred thousand aliases of one storage cost one
+ * hash). Partly overlapping ranges are hashed each, while the work stays
+ * within WORK_FACTOR times the bytes read plus WORK_SLACK; beyond, the file
+ * is refused (CR_EINVAL), as is a reader handing bytes out of order.
+ *
  * Memory is bounded by the buffers (two CR_TPASS_BUF blocks when the file
- * hash runs on its own thread, one otherwise), one hash context per tensor
+ * hash runs on its own thread, one otherwise), one hash context per span
  * whose bytes are arriving (freed as each completes), and per-tensor
  * bookkeeping. The checkpoint is never held whole in memory.
  *
@@ -144,14 +151,22 @@ static size_t fkind_size(cr_float_kind k)
 
 /* ---------------------------------------------------------- the pass -- */
 
-/* Per-tensor state of the pass. */
-typedef struct tstate {
+/*
+ * A distinct (member, offset, length) range and its hash. Tensors with the
+ * same range (tied weights, aliases) share one span, so their bytes are
+ * hashed, written to the base and compared once whatever their number.
+ */
+typedef struct span {
+	const char *member;
+	uint64_t offset, length;
 	uint64_t got;      /* bytes received so far */
 	EVP_MD_CTX *md;    /* while bytes arrive */
 	uint64_t base_off; /* where its bytes go in the base being written, or UINT64_MAX */
-	int base_write;    /* this tensor writes them (aliases of the same range do not) */
+	int base_write;    /* one of its tensors is a float: its bytes go to the base */
 	int done;
-} tstate;
+	size_t first, n;   /* its tensors: order[first .. first + n) */
+	size_t dfirst, dn; /* tensors computing its deltas: dlead[dfirst .. dfirst + dn) */
+} span;
 
 /* Numeric delta state of a new tensor matched to a previous one. */
 typedef struct dstate {
@@ -162,12 +177,16 @@ typedef struct dstate {
 	unsigned carry_n;
 	double sum_d2, sum_old2, max_abs;
 	int nonfinite;
+	/* The tensor whose dstate holds this one's figures: itself, or an alias
+	   with the same range, float kind and old bytes. */
+	size_t lead;
 } dstate;
 
-/* Tensors of one member (NULL: the file), sorted by offset. */
+/* Spans of one member (NULL: the file), sorted by offset. */
 typedef struct group {
 	const char *member;
-	size_t first, n; /* range in order[] */
+	size_t first, n; /* range in spans[] */
+	uint64_t hwm;    /* the member's bytes fed so far reach this far */
 } group;
 
 /* The whole file's SHA-256 on a second thread, over two buffers in turn. */
@@ -193,16 +212,22 @@ struct cr_tpass {
 	const cr_manifest_opts *opts;
 	cr_manifest *m;
 	size_t cap;
-	tstate *st;
-	size_t n_st;
 	int begun, ended;
 
 	/* routing of fed bytes */
-	size_t *order;    /* tensor indices sorted by (member, offset) */
-	uint64_t *maxend; /* running max of range ends along order[], per group */
+	size_t *order; /* tensor indices sorted by (member, offset, length) */
+	span *spans;   /* distinct ranges, in that order */
+	size_t n_spans;
+	size_t *span_of;  /* per tensor: its span */
+	uint64_t *maxend; /* running max of span ends along spans[], per group */
+	size_t *live;     /* skips spans that need no more bytes (see live_find) */
 	group *groups;
 	size_t n_groups;
 	size_t last_group;
+	size_t *dlead;     /* per span, the tensors that compute its deltas */
+	uint64_t hashed;   /* bytes hashed so far */
+	uint64_t compared; /* bytes compared with the previous checkpoint so far */
+	uint64_t fed;      /* distinct member bytes fed so far (sum of the groups' hwm) */
 
 	/* the whole file */
 	int hash_file;      /* the file's SHA-256 is wanted and computed here */
@@ -623,31 +648,82 @@ static size_t find_name(const cr_manifest *m, const size_t *idx, const char *nam
 	return SIZE_MAX;
 }
 
-static int build_groups(cr_tpass *p)
+/*
+ * Sort the tensors by (member, offset, length), make one span per distinct
+ * range and one group per member, and set up the routing: maxend (for the
+ * walk back in cr_tpass_feed) and live (to skip spans that are complete).
+ */
+static int build_spans(cr_tpass *p)
 {
 	cr_manifest *m = p->m;
-	size_t i;
+	size_t n1 = m->n ? m->n : 1;
 
 	if ((p->order = sorted_indices(m, order_cmp)) == NULL ||
-	    (p->maxend = malloc((m->n ? m->n : 1) * sizeof(*p->maxend))) == NULL ||
-	    (p->groups = malloc((m->n ? m->n : 1) * sizeof(*p->groups))) == NULL)
+	    (p->spans = calloc(n1, sizeof(*p->spans))) == NULL ||
+	    (p->span_of = malloc(n1 * sizeof(*p->span_of))) == NULL ||
+	    (p->maxend = malloc(n1 * sizeof(*p->maxend))) == NULL ||
+	    (p->live = malloc((n1 + 1) * sizeof(*p->live))) == NULL ||
+	    (p->groups = malloc(n1 * sizeof(*p->groups))) == NULL)
 		return cr_error_set(CR_ENOMEM, "out of memory for %zu tensors", m->n);
-	for (i = 0; i < m->n; i++) {
+	p->live[0] = 0;
+	for (size_t i = 0; i < m->n; i++) {
 		const cr_tensor *t = &m->tensors[p->order[i]];
 		uint64_t end = t->offset + t->length;
+		span *s = p->n_spans ? &p->spans[p->n_spans - 1] : NULL;
+		size_t k;
 
-		if (i == 0 || member_cmp(t->member, m->tensors[p->order[i - 1]].member) != 0) {
-			p->groups[p->n_groups].member = t->member;
-			p->groups[p->n_groups].first = i;
-			p->groups[p->n_groups].n = 0;
-			p->n_groups++;
-			p->maxend[i] = end;
+		if (s && member_cmp(s->member, t->member) == 0 && s->offset == t->offset &&
+		    s->length == t->length) {
+			s->n++;
+			p->span_of[p->order[i]] = p->n_spans - 1;
+			continue;
+		}
+		k = p->n_spans++;
+		s = &p->spans[k];
+		s->member = t->member;
+		s->offset = t->offset;
+		s->length = t->length;
+		s->base_off = UINT64_MAX;
+		s->first = i;
+		s->n = 1;
+		/* An empty range needs no bytes: it is never live. */
+		p->live[k + 1] = t->length ? k + 1 : k;
+		p->span_of[p->order[i]] = k;
+		if (k == 0 || member_cmp(t->member, p->spans[k - 1].member) != 0) {
+			group *g = &p->groups[p->n_groups++];
+
+			g->member = t->member;
+			g->first = k;
+			g->n = 0;
+			g->hwm = 0;
+			p->maxend[k] = end;
 		} else {
-			p->maxend[i] = end > p->maxend[i - 1] ? end : p->maxend[i - 1];
+			p->maxend[k] = end > p->maxend[k - 1] ? end : p->maxend[k - 1];
 		}
 		p->groups[p->n_groups - 1].n++;
 	}
 	return 0;
+}
+
+/*
+ * The last span at or before position x (span x - 1; 0 means none) that
+ * still waits for bytes. live[x] == x for such a span; a complete one points
+ * to x - 1. Paths are compressed, so the walk back in cr_tpass_feed skips
+ * complete spans in amortised constant time.
+ */
+static size_t live_find(size_t *live, size_t x)
+{
+	size_t r = x;
+
+	while (live[r] != r)
+		r = live[r];
+	while (live[x] != r) {
+		size_t next = live[x];
+
+		live[x] = r;
+		x = next;
+	}
+	return r;
 }
 
 static group *find_group(cr_tpass *p, const char *member)
@@ -816,6 +892,64 @@ static void delta_update(cr_tpass *p, size_t ti, const uint8_t *d, size_t len, u
 	}
 }
 
+typedef struct djob {
+	size_t span;
+	cr_float_kind fkind;
+	uint64_t old_off;
+	size_t ti;
+} djob;
+
+static int djob_cmp(const void *x, const void *y)
+{
+	const djob *a = x, *b = y;
+
+	if (a->span != b->span)
+		return a->span < b->span ? -1 : 1;
+	if (a->fkind != b->fkind)
+		return a->fkind < b->fkind ? -1 : 1;
+	if (a->old_off != b->old_off)
+		return a->old_off < b->old_off ? -1 : 1;
+	return a->ti < b->ti ? -1 : a->ti > b->ti;
+}
+
+/*
+ * Tensors of one span that read their old bytes at the same place as the
+ * same float kind get the same figures: the first of them (the lead)
+ * computes them for all, so a thousand aliases of one range cost one.
+ */
+static int delta_leads(cr_tpass *p)
+{
+	size_t n = p->m->n, nj = 0, nl = 0;
+	djob *jobs;
+
+	if ((jobs = malloc((n ? n : 1) * sizeof(*jobs))) == NULL ||
+	    (p->dlead = malloc((n ? n : 1) * sizeof(*p->dlead))) == NULL) {
+		free(jobs);
+		return cr_error_set(CR_ENOMEM, "out of memory for the delta");
+	}
+	for (size_t i = 0; i < n; i++)
+		if (p->ds[i].numeric)
+			jobs[nj++] =
+			    (djob){p->span_of[i], p->m->tensors[i].fkind, p->ds[i].old_off, i};
+	qsort(jobs, nj, sizeof(*jobs), djob_cmp);
+	for (size_t k = 0; k < nj; k++) {
+		const djob *j = &jobs[k];
+
+		if (k == 0 || j->span != jobs[k - 1].span || j->fkind != jobs[k - 1].fkind ||
+		    j->old_off != jobs[k - 1].old_off) {
+			span *s = &p->spans[j->span];
+
+			if (!s->dn)
+				s->dfirst = nl;
+			s->dn++;
+			p->dlead[nl++] = j->ti;
+		}
+		p->ds[j->ti].lead = p->dlead[nl - 1];
+	}
+	free(jobs);
+	return 0;
+}
+
 /* Match new tensors to previous ones; decide which get a numeric delta. */
 static int delta_setup(cr_tpass *p)
 {
@@ -834,6 +968,7 @@ static int delta_setup(cr_tpass *p)
 		dstate *ds = &p->ds[i];
 		size_t j = find_name(old, idx, t->name);
 
+		ds->lead = i;
 		ds->prev = j;
 		if (j == SIZE_MAX)
 			continue;
@@ -860,7 +995,7 @@ static int delta_setup(cr_tpass *p)
 	pthread_once(&f16_once, f16_init);
 	if ((p->scratch = malloc(DELTA_BUF)) == NULL)
 		return cr_error_set(CR_ENOMEM, "out of memory for the delta");
-	return 0;
+	return delta_leads(p);
 }
 
 /* ------------------------------------------------------- begin / feed -- */
@@ -868,34 +1003,26 @@ static int delta_setup(cr_tpass *p)
 static int base_setup(cr_tpass *p)
 {
 	cr_manifest *m = p->m;
-	const cr_tensor *prev = NULL;
-	size_t prev_i = SIZE_MAX;
 
 	if ((p->base_offsets = malloc((m->n ? m->n : 1) * sizeof(uint64_t))) == NULL)
 		return cr_error_set(CR_ENOMEM, "out of memory");
-	for (size_t i = 0; i < m->n; i++) {
-		p->base_offsets[i] = UINT64_MAX;
-		p->st[i].base_off = UINT64_MAX;
-	}
-	/* In (member, offset) order, so tensors sharing one range (tied weights) share its copy. */
-	for (size_t k = 0; k < m->n; k++) {
-		size_t i = p->order[k];
-		const cr_tensor *t = &m->tensors[i];
+	/* One copy per span with a float tensor: tied weights share theirs. */
+	for (size_t k = 0; k < p->n_spans; k++) {
+		span *s = &p->spans[k];
 
-		if (t->fkind == CR_FLOAT_NONE)
-			continue;
-		if (prev && member_cmp(prev->member, t->member) == 0 && prev->offset == t->offset &&
-		    prev->length == t->length) {
-			p->st[i].base_off = p->st[prev_i].base_off;
-		} else {
-			p->st[i].base_off = p->base_len;
-			p->st[i].base_write = 1;
-			p->base_len += t->length;
-			prev = t;
-			prev_i = i;
+		for (size_t i = s->first; i < s->first + s->n; i++) {
+			if (m->tensors[p->order[i]].fkind == CR_FLOAT_NONE)
+				continue;
+			s->base_off = p->base_len;
+			s->base_write = 1;
+			p->base_len += s->length;
+			break;
 		}
-		p->base_offsets[i] = p->st[i].base_off;
 	}
+	for (size_t i = 0; i < m->n; i++)
+		p->base_offsets[i] = m->tensors[i].fkind == CR_FLOAT_NONE
+		                         ? UINT64_MAX
+		                         : p->spans[p->span_of[i]].base_off;
 	return 0;
 }
 
@@ -908,9 +1035,6 @@ int cr_tpass_begin(cr_tpass *p)
 	if (p->begun)
 		return cr_error_set(CR_ERROR, "%s: the pass began twice", p->name);
 	p->begun = 1;
-	if ((p->st = calloc(m->n ? m->n : 1, sizeof(*p->st))) == NULL)
-		return cr_error_set(CR_ENOMEM, "out of memory for %zu tensors", m->n);
-	p->n_st = m->n;
 	/* Names are what deltas and replay match on: each must be unique. */
 	if ((idx = sorted_indices(m, name_cmp)) == NULL)
 		return cr_error_set(CR_ENOMEM, "out of memory for %zu tensors", m->n);
@@ -923,7 +1047,7 @@ int cr_tpass_begin(cr_tpass *p)
 		}
 	}
 	free(idx);
-	if ((rc = build_groups(p)) != 0)
+	if ((rc = build_spans(p)) != 0)
 		return rc;
 	if (p->opts->base_out_fd >= 0 && (rc = base_setup(p)) != 0)
 		return rc;
@@ -932,27 +1056,60 @@ int cr_tpass_begin(cr_tpass *p)
 	return file_setup(p);
 }
 
-static int deliver(cr_tpass *p, size_t ti, uint64_t pos, const uint8_t *data, size_t n)
+/*
+ * Hashing, and comparing with the previous checkpoint, may each cost at most
+ * WORK_FACTOR times the bytes read plus WORK_SLACK: spans overlap only a
+ * little in real checkpoints (a view and its base), and a hostile file that
+ * lays thousands of overlapping ranges over one storage is refused instead
+ * of hashing for hours.
+ */
+#define WORK_FACTOR 4u
+#define WORK_SLACK  (64u * 1024 * 1024)
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
 {
-	const cr_tensor *t = &p->m->tensors[ti];
-	tstate *s = &p->st[ti];
-	uint64_t start = pos > t->offset ? pos : t->offset;
-	uint64_t end = pos + n, tend = t->offset + t->length, want = t->offset + s->got;
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+	return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+/* Bytes [pos, pos + n) of span k's member. */
+static int deliver(cr_tpass *p, size_t k, uint64_t pos, const uint8_t *data, size_t n)
+{
+	span *s = &p->spans[k];
+	const cr_tensor *t = &p->m->tensors[p->order[s->first]];
+	uint64_t start = pos > s->offset ? pos : s->offset;
+	uint64_t end = pos + n, tend = s->offset + s->length, want = s->offset + s->got;
+	uint64_t read, limit;
 	const uint8_t *d;
 	size_t len;
 
 	if (end > tend)
 		end = tend;
 	if (start >= end || end <= want)
-		return 0; /* not this tensor's, or bytes it already has */
+		return 0; /* not this span's, or bytes it already has */
 	if (start > want)
-		return cr_error_set(CR_ERROR,
+		return cr_error_set(CR_EINVAL,
 		                    "%s: tensor '%s': bytes at %llu arrive before those at "
 		                    "%llu",
 		                    p->name, t->name, (unsigned long long)start,
 		                    (unsigned long long)want);
 	d = data + (want - pos);
 	len = (size_t)(end - want);
+	read = p->file_pos > p->fed ? p->file_pos : p->fed;
+	limit = sat_add(sat_mul(read, WORK_FACTOR), WORK_SLACK);
+	p->hashed = sat_add(p->hashed, len);
+	p->compared = sat_add(p->compared, sat_mul(len, s->dn));
+	if (p->hashed > limit || p->compared > limit)
+		return cr_error_set(CR_EINVAL,
+		                    "%s: too many overlapping tensors: %s them takes more than "
+		                    "%u x the %llu bytes read + %u MiB (at tensor '%s')",
+		                    p->name, p->hashed > limit ? "hashing" : "comparing",
+		                    WORK_FACTOR, (unsigned long long)read, WORK_SLACK >> 20,
+		                    t->name);
 	if (!s->md && (s->md = md_new()) == NULL)
 		return cr_error_set(CR_ECRYPTO, "SHA-256 context");
 	if (EVP_DigestUpdate(s->md, d, len) != 1)
@@ -972,17 +1129,22 @@ static int deliver(cr_tpass *p, size_t ti, uint64_t pos, const uint8_t *data, si
 			done += (size_t)r;
 		}
 	}
-	if (p->ds && p->ds[ti].numeric)
-		delta_update(p, ti, d, len, s->got);
+	for (size_t j = s->dfirst; j < s->dfirst + s->dn; j++)
+		if (p->ds[p->dlead[j]].numeric)
+			delta_update(p, p->dlead[j], d, len, s->got);
 	s->got += len;
-	if (s->got == t->length) {
-		int rc = md_final(s->md, p->m->tensors[ti].sha256);
+	if (s->got == s->length) {
+		uint8_t digest[CR_SHA256_SIZE];
+		int rc = md_final(s->md, digest);
 
 		EVP_MD_CTX_free(s->md);
 		s->md = NULL;
 		s->done = 1;
+		p->live[k + 1] = k;
 		if (rc)
 			return rc;
+		for (size_t i = s->first; i < s->first + s->n; i++)
+			memcpy(p->m->tensors[p->order[i]].sha256, digest, CR_SHA256_SIZE);
 	}
 	return 0;
 }
@@ -999,20 +1161,25 @@ int cr_tpass_feed(cr_tpass *p, const char *member, uint64_t pos, const void *dat
 		return 0;
 	if (__builtin_add_overflow(pos, (uint64_t)n, &end))
 		return cr_error_set(CR_EINVAL, "%s: position out of range", p->name);
-	/* hi: first tensor of the group starting at or after end. */
+	if (end > g->hwm) {
+		p->fed = sat_add(p->fed, end - (pos > g->hwm ? pos : g->hwm));
+		g->hwm = end;
+	}
+	/* hi: first span of the group starting at or after end. */
 	lo = g->first;
 	hi = g->first + g->n;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (p->m->tensors[p->order[mid]].offset < end)
+		if (p->spans[mid].offset < end)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	/* Walk back while some earlier tensor may still reach into [pos, end). */
-	for (size_t k = lo; k > g->first && p->maxend[k - 1] > pos; k--) {
-		int rc = deliver(p, p->order[k - 1], pos, data, n);
+	/* Walk back over the spans still waiting for bytes while one may reach into [pos, end). */
+	for (size_t x = live_find(p->live, lo); x > g->first && p->maxend[x - 1] > pos;
+	     x = live_find(p->live, x - 1)) {
+		int rc = deliver(p, x - 1, pos, data, n);
 
 		if (rc)
 			return rc;
@@ -1148,7 +1315,7 @@ static int delta_finish(cr_tpass *p)
 		goto done;
 	for (size_t i = 0; i < m->n; i++) {
 		const cr_tensor *t = &m->tensors[i], *o;
-		dstate *ds = &p->ds[i];
+		const dstate *ds = &p->ds[i], *r = &p->ds[ds->lead];
 
 		if (ds->prev == SIZE_MAX) {
 			d->added[d->n_added++] = t->name;
@@ -1156,9 +1323,9 @@ static int delta_finish(cr_tpass *p)
 		}
 		seen[ds->prev] = 1;
 		o = &old->tensors[ds->prev];
-		if (ds->numeric) {
-			sum_d2 += ds->sum_d2;
-			sum_old2 += ds->sum_old2;
+		if (r->numeric) {
+			sum_d2 += r->sum_d2;
+			sum_old2 += r->sum_old2;
 		}
 		if (memcmp(o->sha256, t->sha256, CR_SHA256_SIZE) == 0 &&
 		    strcmp(o->dtype, t->dtype) == 0 && o->ndim == t->ndim &&
@@ -1173,12 +1340,12 @@ static int delta_finish(cr_tpass *p)
 			c->changed = 1;
 			memcpy(c->old_sha256, o->sha256, CR_SHA256_SIZE);
 			memcpy(c->new_sha256, t->sha256, CR_SHA256_SIZE);
-			if (ds->numeric) {
+			if (r->numeric) {
 				c->numeric = 1;
-				c->l2 = sqrt(ds->sum_d2);
-				c->max_abs = ds->max_abs;
-				c->old_l2 = sqrt(ds->sum_old2);
-				c->nonfinite = ds->nonfinite;
+				c->l2 = sqrt(r->sum_d2);
+				c->max_abs = r->max_abs;
+				c->old_l2 = sqrt(r->sum_old2);
+				c->nonfinite = r->nonfinite;
 			}
 		}
 	}
@@ -1217,7 +1384,7 @@ static int tpass_end(cr_tpass *p)
 		                    (unsigned long long)p->size);
 	for (size_t i = 0; i < m->n; i++) {
 		const cr_tensor *t = &m->tensors[i];
-		tstate *s = &p->st[i];
+		const span *s = &p->spans[p->span_of[i]];
 
 		if (t->length == 0) {
 			cr_sha256(m->tensors[i].sha256, "", 0);
@@ -1228,7 +1395,7 @@ static int tpass_end(cr_tpass *p)
 			    CR_EINVAL,
 			    "%s: tensor '%s': %llu of its %llu bytes are missing"
 			    "%s%s",
-			    p->name, t->name, (unsigned long long)(t->length - s->got),
+			    p->name, t->name, (unsigned long long)(s->length - s->got),
 			    (unsigned long long)t->length, t->member ? " from member " : "",
 			    t->member ? t->member : "");
 	}
@@ -1292,10 +1459,13 @@ static void tpass_free(cr_tpass *p)
 	free(p->fh.buf[1]);
 	if (p->file_md)
 		EVP_MD_CTX_free(p->file_md);
-	for (size_t i = 0; p->st && i < p->n_st; i++)
-		if (p->st[i].md)
-			EVP_MD_CTX_free(p->st[i].md);
-	free(p->st);
+	for (size_t k = 0; p->spans && k < p->n_spans; k++)
+		if (p->spans[k].md)
+			EVP_MD_CTX_free(p->spans[k].md);
+	free(p->spans);
+	free(p->span_of);
+	free(p->live);
+	free(p->dlead);
 	free(p->order);
 	free(p->maxend);
 	free(p->groups);

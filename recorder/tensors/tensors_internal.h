@@ -11,7 +11,9 @@
  *     the engine routes them to the hash (and delta) of every tensor whose
  *     range they overlap. Each tensor must receive its bytes in increasing
  *     order without gaps; ranges of different tensors may overlap or be equal
- *     (shared storages, tied weights).
+ *     (shared storages, tied weights). Equal ranges are hashed once; partly
+ *     overlapping ones each, up to 4x the bytes read + 64 MiB in all, beyond
+ *     which the feed fails with CR_EINVAL ("too many overlapping tensors").
  * For a plain file layout (tensors at file offsets) cr_tpass_stream_fd does
  * both in one sequential read. When the reader's read() returns 0 the engine
  * finishes the pass (cr_tpass_end: a reader may call it itself, it runs
@@ -22,7 +24,7 @@
  * duplicates), valid UTF-8 and free of NUL; dimensions at most 2^53 - 1;
  * offset + length at most 2^53 - 1 and, for member NULL, within the file.
  * Bytes fed before cr_tpass_begin are refused; bytes of a tensor that has
- * them already are ignored; a gap is an error.
+ * them already are ignored; a gap is an error in the file (CR_EINVAL).
  *
  * Readers never trust the input: every length, offset, count and dimension
  * is checked before use, and an error names the file (pass->name) and what

@@ -71,11 +71,11 @@ static void visit(const cr_pkl_val *v, size_t *budget, size_t depth)
 		touch(n->u.global.name, n->u.global.name_len);
 		break;
 	case CR_PKL_OBJECT:
-		visit(&n->u.object.callable, budget, depth + 1);
-		visit(&n->u.object.args, budget, depth + 1);
-		visit(&n->u.object.kwargs, budget, depth + 1);
-		if (n->u.object.has_state)
-			visit(&n->u.object.state, budget, depth + 1);
+		visit(&n->u.object->callable, budget, depth + 1);
+		visit(&n->u.object->args, budget, depth + 1);
+		visit(&n->u.object->kwargs, budget, depth + 1);
+		if (n->u.object->has_state)
+			visit(&n->u.object->state, budget, depth + 1);
 		break;
 	case CR_PKL_PERSID: visit(&n->u.pid, budget, depth + 1); break;
 	default: break;
@@ -98,10 +98,10 @@ static void unmark(const cr_pkl_val *v, size_t *budget, size_t depth)
 	for (i = 0; i < 2 * n->npairs; i++)
 		unmark(&n->pairs[i], budget, depth + 1);
 	if (n->kind == CR_PKL_OBJECT) {
-		unmark(&n->u.object.callable, budget, depth + 1);
-		unmark(&n->u.object.args, budget, depth + 1);
-		unmark(&n->u.object.kwargs, budget, depth + 1);
-		unmark(&n->u.object.state, budget, depth + 1);
+		unmark(&n->u.object->callable, budget, depth + 1);
+		unmark(&n->u.object->args, budget, depth + 1);
+		unmark(&n->u.object->kwargs, budget, depth + 1);
+		unmark(&n->u.object->state, budget, depth + 1);
 	} else if (n->kind == CR_PKL_PERSID) {
 		unmark(&n->u.pid, budget, depth + 1);
 	}

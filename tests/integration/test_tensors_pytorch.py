@@ -403,6 +403,72 @@ class PytorchManifest(crtest.TestCase):
         forged = good[:i] + storage[0].encode()[:-1] + b"9" + good[i + len(storage[0]):]
         self.hostile("cdname.pt", forged, "central directory")
 
+    def write_zip(self, name, members, compression=zipfile.ZIP_STORED):
+        p = os.path.join(self.tmp, name)
+        with zipfile.ZipFile(p, "w", compression) as z:
+            for n, d in members:
+                z.writestr(n, d)
+        return p
+
+    @staticmethod
+    def rebuild_v2(numel, offset=0, size=None):
+        """_rebuild_tensor_v2 of storage '0' (FloatStorage of numel), as pickle opcodes."""
+        def X(s):
+            b = s.encode()
+            return b"X" + struct.pack("<I", len(b)) + b
+
+        def J(i):
+            return b"J" + struct.pack("<i", i)
+        size = numel - offset if size is None else size
+        return (b"ctorch._utils\n_rebuild_tensor_v2\n(" +
+                b"(" + X("storage") + b"ctorch\nFloatStorage\n" + X("0") + X("cpu") +
+                J(numel) + b"tQ" + J(offset) + b"(" + J(size) + b"t(" + J(1) + b"t\x89NtR")
+
+    def test_hostile_amplification(self):
+        """Small files that would make the reader work or allocate without bound: each is
+        refused at once naming the file, or read in time and memory in proportion to it."""
+        # a list of 20000 references to one dict of 100000 keys (151 KB): 2e9 entries to walk
+        pkl = (b"\x80\x02](}q\x00(" +
+               b"".join(b"J" + struct.pack("<i", i) + b"N" for i in range(100000)) +
+               b"u" + b"h\x00" * 19999 + b"e.")
+        p = self.write_zip("shared.pt", [("archive/data.pkl", pkl)], zipfile.ZIP_DEFLATED)
+        r = cleanroom("manifest", "--json", p, timeout=60)
+        self.assertEqual(r.rc, EXIT_VERIFY, r)
+        self.assertIn(p, r.err)
+        self.assertIn("too many paths through shared objects", r.err)
+
+        # a memo index of 16M - 1 in a 139-byte file: one memo entry, not 16M slots
+        pkl = b"\x80\x02]K\x07r" + struct.pack("<I", (1 << 24) - 1) + b"a."
+        j = self.manifest(self.write_zip("memo.pt", [("archive/data.pkl", pkl)]))
+        self.assertEqual(j["manifest"]["tensors"], [])
+
+        # 8M empty dicts popped, deflated to 16 KB: refused before a byte is inflated
+        pkl = b"\x80\x02" + b"}0" * 8000000 + b"N."
+        p = self.write_zip("nodes.pt", [("archive/data.pkl", pkl)], zipfile.ZIP_DEFLATED)
+        r = self.manifest(p, rc=EXIT_VERIFY)
+        self.assertIn(p, r.err)
+        self.assertIn("deflated data.pkl would expand too much", r.err)
+
+        # 20000 aliases of one 4 MiB storage: hashed once, not 80 GB
+        numel = 1 << 20
+        data = struct.pack("<f", 0.5) * numel
+        pkl = b"\x80\x02](" + self.rebuild_v2(numel) + b"q\x00" + b"h\x00" * 19999 + b"e."
+        p = self.write_zip("tied.pt", [("archive/data.pkl", pkl), ("archive/data/0", data)])
+        r = cleanroom("manifest", "--json", p, timeout=120)
+        self.assertEqual(r.rc, EXIT_OK, r)
+        ts = r.json()["manifest"]["tensors"]
+        self.assertEqual(len(ts), 20000)
+        self.assertEqual({t["sha256"] for t in ts}, {sha(data)})
+
+        # 3000 views over [i, end) of that storage: 12 GB to hash, refused
+        pkl = (b"\x80\x02](" + b"".join(self.rebuild_v2(numel, i) for i in range(3000)) +
+               b"e.")
+        p = self.write_zip("views.pt", [("archive/data.pkl", pkl), ("archive/data/0", data)])
+        r = cleanroom("manifest", "--json", p, timeout=60)
+        self.assertEqual(r.rc, EXIT_VERIFY, r)
+        self.assertIn(p, r.err)
+        self.assertIn("too many overlapping tensors", r.err)
+
     def test_pickle_is_never_executed(self):
         """A data.pkl that would run a command when unpickled: read, not run."""
         marker = os.path.join(self.tmp, "pwned")

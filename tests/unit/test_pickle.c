@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/sha.h>
@@ -199,7 +200,7 @@ static void test_parse_protocol4(void)
 	op(&b, '.');
 	REQUIRE(parse(&b, NULL, &pk) == 0);
 	REQUIRE((o = cr_pkl_as(cr_pkl_root(pk), CR_PKL_OBJECT)) != NULL);
-	CHECK(cr_pkl_is_global(&o->u.object.callable, "collections", "OrderedDict"));
+	CHECK(cr_pkl_is_global(&o->u.object->callable, "collections", "OrderedDict"));
 	cr_pkl_free(pk);
 	cr_buf_free(&b);
 }
@@ -376,6 +377,166 @@ static void test_refuse_limits(void)
 	u32le(&b, 100);
 	cr_buf_puts(&b, "abc");
 	CHECK(refuses(&b, NULL, "truncated"));
+	cr_buf_free(&b);
+}
+
+static void u64le(cr_buf *b, uint64_t v)
+{
+	u32le(b, (uint32_t)v);
+	u32le(b, (uint32_t)(v >> 32));
+}
+
+/* The items of the root, a list of n ints. */
+static int list_of_ints(const cr_pkl *pk, const int64_t *want, size_t n)
+{
+	const cr_pkl_node *l = cr_pkl_as(cr_pkl_root(pk), CR_PKL_LIST);
+	size_t i;
+
+	if (!l || l->n != n)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (l->items[i].kind != CR_PKL_INT || l->items[i].u.i != want[i])
+			return 0;
+	return 1;
+}
+
+/*
+ * The memo holds what was put, not the span of its indices: a PUT at
+ * 16M - 1 costs one entry (it passes a 64 KiB memory cap), and an index
+ * both put far away and later reached by MEMOIZE reads its newest value.
+ */
+static void test_memo_sparse(void)
+{
+	cr_buf b = CR_BUF_INIT;
+	cr_pkl_limits lim;
+	cr_pkl *pk = NULL;
+	static const int64_t sevens[] = {7, 7}, fives[] = {5, 5, 5};
+	size_t i;
+
+	cr_pkl_limits_default(&lim);
+	lim.max_bytes = 64 * 1024;
+	op(&b, ']');
+	int1(&b, 7);
+	op(&b, 'r'); /* LONG_BINPUT */
+	u32le(&b, CR_PKL_DEFAULT_MAX_MEMO - 1);
+	op(&b, 'a');
+	op(&b, 'j'); /* LONG_BINGET */
+	u32le(&b, CR_PKL_DEFAULT_MAX_MEMO - 1);
+	op(&b, 'a');
+	op(&b, '.');
+	REQUIRE(parse(&b, &lim, &pk) == 0);
+	CHECK(list_of_ints(pk, sevens, 2));
+	cr_pkl_free(pk);
+	pk = NULL;
+
+	cr_buf_clear(&b);
+	op(&b, ']');
+	op(&b, 'N');
+	op(&b, 'r');
+	u32le(&b, 3000); /* far beyond the dense part: kept apart */
+	op(&b, '0');
+	int1(&b, 5);
+	for (i = 0; i < 3000; i++)
+		op(&b, 0x94); /* MEMOIZE: 1 .. 2999, then 3000 again */
+	op(&b, 'a');
+	op(&b, 'j');
+	u32le(&b, 3000);
+	op(&b, 'a');
+	op(&b, 'j');
+	u32le(&b, 2999);
+	op(&b, 'a');
+	op(&b, '.');
+	REQUIRE(parse(&b, NULL, &pk) == 0);
+	CHECK(list_of_ints(pk, fives, 3));
+	cr_pkl_free(pk);
+	cr_buf_free(&b);
+}
+
+/*
+ * The tree may take at most CR_PKL_BYTES_PER_BYTE times the pickle's
+ * length (+ CR_PKL_BYTES_SLACK), whatever max_bytes allows: a million empty
+ * dicts in one list, a byte each, need ~96 MB and are refused; a few
+ * thousand fit in the slack.
+ */
+static void test_memory_scales(void)
+{
+	cr_buf b = CR_BUF_INIT;
+	cr_pkl *pk = NULL;
+	const cr_pkl_node *l;
+	size_t i;
+
+	op(&b, '(');
+	for (i = 0; i < 4000; i++)
+		op(&b, '}');
+	op(&b, 'l');
+	op(&b, '.');
+	REQUIRE(parse(&b, NULL, &pk) == 0);
+	l = cr_pkl_as(cr_pkl_root(pk), CR_PKL_LIST);
+	CHECK(l && l->n == 4000 && l->items[3999].kind == CR_PKL_DICT);
+	cr_pkl_free(pk);
+
+	cr_buf_clear(&b);
+	op(&b, '(');
+	for (i = 0; i < CR_PKL_DEFAULT_MAX_STACK - 8; i++)
+		op(&b, '}');
+	op(&b, 'l');
+	op(&b, '.');
+	CHECK(refuses(&b, NULL, "bytes of memory"));
+	cr_buf_free(&b);
+}
+
+/* Containers closed from a MARK are exactly sized; they still grow when appended to. */
+static void test_container_growth(void)
+{
+	cr_buf b = CR_BUF_INIT;
+	cr_pkl *pk = NULL;
+	const cr_pkl_node *l, *d;
+	static const int64_t want[] = {1, 2, 3, 4, 5, 6, 7};
+	size_t i;
+
+	op(&b, '(');
+	int1(&b, 1);
+	int1(&b, 2);
+	op(&b, 'l'); /* LIST [1, 2] */
+	int1(&b, 3);
+	op(&b, 'a');
+	op(&b, '(');
+	for (i = 4; i <= 7; i++)
+		int1(&b, (uint8_t)i);
+	op(&b, 'e');
+	op(&b, '.');
+	REQUIRE(parse(&b, NULL, &pk) == 0);
+	CHECK(list_of_ints(pk, want, 7));
+	cr_pkl_free(pk);
+	pk = NULL;
+
+	cr_buf_clear(&b);
+	op(&b, '(');
+	str(&b, "a");
+	int1(&b, 1);
+	op(&b, 'd'); /* DICT {"a": 1} */
+	str(&b, "b");
+	int1(&b, 2);
+	op(&b, 's');
+	op(&b, '(');
+	op(&b, 'l'); /* an empty LIST, then APPEND */
+	int1(&b, 9);
+	op(&b, 'a');
+	op(&b, 'q');
+	op(&b, 0);
+	op(&b, '0');
+	str(&b, "c");
+	op(&b, 'h');
+	op(&b, 0);
+	op(&b, 's');
+	op(&b, '.');
+	REQUIRE(parse(&b, NULL, &pk) == 0);
+	d = cr_pkl_as(cr_pkl_root(pk), CR_PKL_DICT);
+	REQUIRE(d && d->npairs == 3);
+	CHECK(cr_pkl_is_str(&d->pairs[2], "b") && d->pairs[3].u.i == 2);
+	l = cr_pkl_as(&d->pairs[5], CR_PKL_LIST);
+	CHECK(l && l->n == 1 && l->items[0].u.i == 9);
+	cr_pkl_free(pk);
 	cr_buf_free(&b);
 }
 
@@ -659,6 +820,170 @@ static void test_map_objects(void)
 	cr_buf_free(&b);
 }
 
+static int map_refuses(const cr_buf *b, const char *what);
+
+/* A list of n references (BINGET 0) to what was memoized as 0, after the list's own items. */
+static void refs(cr_buf *b, size_t n)
+{
+	size_t i;
+
+	op(b, 'q');
+	op(b, 0);
+	for (i = 1; i < n; i++) {
+		op(b, 'h');
+		op(b, 0);
+	}
+}
+
+static double cpu_seconds(void)
+{
+	return (double)clock() / CLOCKS_PER_SEC;
+}
+
+/*
+ * Shared subtrees: a dict reached through many references is walked each
+ * time (its names differ), with its repeated keys worked out once, and the
+ * walk's steps (containers and entries) are bounded: 4200 references to a
+ * dict of 4096 keys are refused at once instead of walking 17 million
+ * entries, however few containers that is.
+ */
+static void test_map_shared_budget(void)
+{
+	cr_buf b = CR_BUF_INIT;
+	cr_pt_map *m = NULL;
+	cr_pkl *pk = NULL;
+	static const int s1[] = {1}, st1[] = {1};
+	size_t i, pass;
+	double t0;
+
+	/* [d, d, d], d = {"a": t0, "b": t1, "a": t2}: names keep d's first places, last values */
+	op(&b, ']');
+	op(&b, '(');
+	op(&b, '}');
+	op(&b, '(');
+	str(&b, "a");
+	tensor(&b, "FloatStorage", "0", 1, 0, s1, st1, 1);
+	str(&b, "b");
+	tensor(&b, "FloatStorage", "1", 1, 0, s1, st1, 1);
+	str(&b, "a");
+	tensor(&b, "FloatStorage", "2", 1, 0, s1, st1, 1);
+	op(&b, 'u');
+	refs(&b, 3);
+	op(&b, 'e');
+	op(&b, '.');
+	REQUIRE(parse(&b, NULL, &pk) == 0);
+	/* Twice over one tree: the walk leaves no mark behind. */
+	for (pass = 0; pass < 2; pass++) {
+		REQUIRE(cr_pt_map_pickle(pk, "test.pkl", &m) == 0);
+		REQUIRE(m->n == 6);
+		for (i = 0; i < 3; i++) {
+			char a[8], bn[8];
+
+			snprintf(a, sizeof(a), "%zu.a", i);
+			snprintf(bn, sizeof(bn), "%zu.b", i);
+			CHECK(strcmp(m->tensors[2 * i].name, a) == 0 &&
+			      strcmp(m->storages[m->tensors[2 * i].storage].key, "2") == 0);
+			CHECK(strcmp(m->tensors[2 * i + 1].name, bn) == 0);
+		}
+		cr_pt_map_free(m);
+		m = NULL;
+	}
+	cr_pkl_free(pk);
+
+	cr_buf_clear(&b);
+	op(&b, ']');
+	op(&b, '(');
+	op(&b, '}');
+	op(&b, '(');
+	for (i = 0; i < 4096; i++) {
+		op(&b, 'J'); /* BININT */
+		u32le(&b, (uint32_t)i);
+		op(&b, 'N');
+	}
+	op(&b, 'u');
+	refs(&b, 4200);
+	op(&b, 'e');
+	op(&b, '.');
+	t0 = cpu_seconds();
+	CHECK(map_refuses(&b, "too many paths through shared objects"));
+	CHECK(cpu_seconds() - t0 < 2.0);
+	cr_buf_free(&b);
+}
+
+/*
+ * Names made twice get "#N" suffixes in O(1) each: 20000 float keys 1.0
+ * (kept apart, as keys of a kind other than str and int are) all name "1".
+ */
+static void test_map_many_same_names(void)
+{
+	cr_buf b = CR_BUF_INIT;
+	cr_pt_map *m = NULL;
+	static const int s1[] = {1}, st1[] = {1};
+	size_t i, n = 20000;
+	double t0;
+
+	tensor(&b, "FloatStorage", "0", 1, 0, s1, st1, 1);
+	op(&b, 'q');
+	op(&b, 0);
+	op(&b, '0');
+	op(&b, '}');
+	op(&b, '(');
+	for (i = 0; i < n; i++) {
+		op(&b, 'G'); /* BINFLOAT 1.0, big-endian */
+		u64le(&b, 0x000000000000f03full);
+		op(&b, 'h');
+		op(&b, 0);
+	}
+	op(&b, 'u');
+	op(&b, '.');
+	t0 = cpu_seconds();
+	REQUIRE(map(&b, &m) == 0);
+	CHECK(cpu_seconds() - t0 < 2.0);
+	REQUIRE(m->n == n);
+	CHECK(strcmp(m->tensors[0].name, "1") == 0 && strcmp(m->tensors[1].name, "1#2") == 0);
+	CHECK(strcmp(m->tensors[n - 1].name, "1#20000") == 0);
+	CHECK(m->nrenamed == n - 1);
+	cr_pt_map_free(m);
+	cr_buf_free(&b);
+}
+
+/*
+ * References multiply names, so both are bounded: 140000 references to one
+ * tensor (a few hundred bytes of memo references) are refused, as are
+ * 40000 references under a 4000-byte key (160 MB of names).
+ */
+static void test_map_reference_caps(void)
+{
+	cr_buf b = CR_BUF_INIT;
+	static const int s1[] = {1}, st1[] = {1};
+	char *key = malloc(4001);
+
+	REQUIRE(key);
+	op(&b, ']');
+	op(&b, '(');
+	tensor(&b, "FloatStorage", "0", 1, 0, s1, st1, 1);
+	refs(&b, 140000);
+	op(&b, 'e');
+	op(&b, '.');
+	CHECK(map_refuses(&b, "too many references to the same tensors"));
+
+	memset(key, 'k', 4000);
+	key[4000] = '\0';
+	cr_buf_clear(&b);
+	op(&b, '}');
+	str(&b, key);
+	op(&b, ']');
+	op(&b, '(');
+	tensor(&b, "FloatStorage", "0", 1, 0, s1, st1, 1);
+	refs(&b, 40000);
+	op(&b, 'e');
+	op(&b, 's');
+	op(&b, '.');
+	CHECK(map_refuses(&b, "too many tensor names"));
+	free(key);
+	cr_buf_free(&b);
+}
+
 /* The mapping fails with CR_EINVAL and a message containing what. */
 static int map_refuses(const cr_buf *b, const char *what)
 {
@@ -933,6 +1258,18 @@ static void test_zip_refusals(void)
 	CHECK(zip_refuses(&z, "zip bomb"));
 	mem[2].method = 0;
 	mem[2].cd_usize = 0;
+	/* a deflated data.pkl claiming far more than the file could hold in pickled values */
+	{
+		static uint8_t junk[4096];
+
+		mem[0].data = junk;
+		mem[0].len = sizeof(junk);
+		mem[0].method = 8;
+		mem[0].cd_usize = 4u << 20;
+		zip(&z, mem, 3, 0);
+		CHECK(zip_refuses(&z, "deflated data.pkl would expand too much"));
+		mem[0] = (zmember){"ck/data.pkl", NULL, pkl.ptr, pkl.len, 0, 0, 0};
+	}
 	/* a stored member whose directory sizes differ */
 	mem[2].cd_usize = 5;
 	zip(&z, mem, 3, 0);
@@ -973,6 +1310,9 @@ static void test_zip_refusals(void)
 
 TEST_MAIN(TEST(test_parse_values), TEST(test_parse_protocol4), TEST(test_refuse_opcodes),
           TEST(test_refuse_structure), TEST(test_refuse_memo), TEST(test_refuse_limits),
+          TEST(test_memo_sparse), TEST(test_memory_scales), TEST(test_container_growth),
           TEST(test_refuse_truncated), TEST(test_map_state_dicts),
           TEST(test_map_shared_and_views), TEST(test_map_names), TEST(test_map_objects),
-          TEST(test_map_refusals), TEST(test_zip_good), TEST(test_zip_refusals))
+          TEST(test_map_shared_budget), TEST(test_map_many_same_names),
+          TEST(test_map_reference_caps), TEST(test_map_refusals), TEST(test_zip_good),
+          TEST(test_zip_refusals))
