@@ -307,7 +307,7 @@ static int get_varint(reader *r, uint64_t end, uint64_t *out)
 {
 	uint64_t v = 0;
 	uint64_t start = r->pos;
-	uint8_t b;
+	uint8_t b = 0;
 	int rc;
 
 	for (unsigned shift = 0;; shift += 7) {

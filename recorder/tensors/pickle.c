@@ -750,7 +750,7 @@ static int sparse_slot(pstate *st, uint64_t idx, memo_entry **out, int *fresh)
 
 static int memo_put(pstate *st, uint64_t idx)
 {
-	cr_pkl_val *v;
+	cr_pkl_val *v = NULL;
 	int rc, fresh;
 
 	if ((rc = top(st, &v)) < 0)
@@ -831,7 +831,7 @@ static int collect(pstate *st, cr_pkl_kind kind, size_t start)
 	v.u.node = node;
 	/* Exactly sized, in the arena: such a container rarely grows afterwards. */
 	if (n) {
-		cr_pkl_val *arr;
+		cr_pkl_val *arr = NULL;
 
 		if ((rc = arena_vals(st, n, &arr)) < 0)
 			return rc;
@@ -852,7 +852,7 @@ static int collect(pstate *st, cr_pkl_kind kind, size_t start)
 static int add_items(pstate *st, size_t start, int pairs)
 {
 	cr_pkl_node *target;
-	cr_pkl_val *t;
+	cr_pkl_val *t = NULL;
 	int rc;
 
 	if (start == 0 || start <= floor_(st))
@@ -880,7 +880,7 @@ static int make_object(pstate *st, const cr_pkl_val *callable, const cr_pkl_val 
                        const cr_pkl_val *kwargs, int newobj)
 {
 	cr_pkl_node *o;
-	cr_pkl_object *ob;
+	cr_pkl_object *ob = NULL;
 	int rc;
 
 	if (args->kind != CR_PKL_TUPLE)
@@ -923,9 +923,9 @@ static int make_global(pstate *st, const uint8_t *mod, size_t mod_len, const uin
 static int step(pstate *st, int *stopped)
 {
 	cr_pkl_val a, b, c;
-	cr_pkl_val *t;
+	cr_pkl_val *t = NULL;
 	cr_pkl_node *n;
-	size_t start;
+	size_t start = 0;
 	int64_t i64;
 	int rc;
 
