@@ -1,5 +1,6 @@
 /* cleanroom find: which runs and checkpoints a file or shard member fed. */
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,8 +13,9 @@ static const char help[] =
 	"usage: cleanroom find [--store DIR] [--json] SHA256|NAME\n"
 	"\n"
 	"Which runs and checkpoints a given file fed. The key is a SHA-256 (hex) or\n"
-	"a name: a recorded path, a file name, or the name of a member inside a data\n"
-	"shard (tar, tar.gz, tar.zst, zip) whose member manifest was recorded. For\n"
+	"a name: a path (as recorded, or one resolving to it), a file name, or the\n"
+	"name of a member inside a data shard (tar, tar.gz, tar.zst, zip) whose\n"
+	"member manifest was recorded. For\n"
 	"every input event that matches, the checkpoints whose lineage interval holds\n"
 	"it (trained on it directly) are listed, and the later checkpoints of the same\n"
 	"run (downstream of it).\n"
@@ -212,6 +214,7 @@ int cmd_find(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	const char *store_path = NULL;
+	char abs[PATH_MAX];
 	cr_store *store;
 	find f;
 	int json = 0, c, rc, code = EXIT_OK;
@@ -230,6 +233,9 @@ int cmd_find(int argc, char **argv)
 	memset(&f, 0, sizeof(f));
 	f.key = argv[optind];
 	f.is_sha = strlen(f.key) == 64 && strspn(f.key, "0123456789abcdef") == 64;
+	/* A file given by a relative path is recorded under its absolute one. */
+	if (!f.is_sha && strchr(f.key, '/') && realpath(f.key, abs))
+		f.key = abs;
 	/* A key with nothing JSON escapes appears verbatim in the leaf. */
 	f.prefilter = strcspn(f.key, "\"\\") == strlen(f.key) &&
 	              !memchr(f.key, 0x7f, strlen(f.key));

@@ -293,6 +293,11 @@ class History(crtest.TestCase):
         r = crtest.cleanroom("find", os.path.basename(sample), store=self.store.path)
         self.assertEqual(r.rc, 0, r)
         self.assertIn("epoch-1.pt", r.out)
+        # a relative path resolves to the recorded absolute one
+        r = crtest.cleanroom("find", "--json", os.path.relpath(sample, self.dir), store=self.store.path,
+                             cwd=self.dir)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual([m["path"] for m in r.json()["matches"]], [sample])
         r = crtest.cleanroom("find", "0" * 64, store=self.store.path)
         self.assertEqual(r.rc, 1, r)
 
