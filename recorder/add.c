@@ -4,12 +4,16 @@
  * recorded absolute, with the folder named by the user resolved by
  * realpath() and the names below it as they are on disk.
  *
- * The main thread's serial work (listing, cache lookups, appending) is the
- * critical path on a folder of small files, so it is kept lean: folders are
- * read through descriptors (fstatat/openat by name, no path lookups), every
- * path lives in one arena, the store runs each segment's lookups and inserts
- * in one transaction, and the pool is kept fed across segment boundaries so
- * that hashing goes on while a segment is committed.
+ * On a folder of small files the work per file is what counts, and the
+ * main thread's share of it is the critical path, so the main thread only
+ * lists and writes. Folders are listed by descriptor with the types their
+ * entries come with (no stat per file), and kept open so that files are
+ * opened by name. Each hashing thread does the rest of a file's work beside
+ * it: its identity (fstat of the open file), the hash-cache lookup and the
+ * "already recorded?" lookup through a read-only connection of its own, the
+ * hashing, and the encoding of its event. The main thread puts the cache
+ * entries, appends the events in path order and commits one segment per
+ * batch, with the pool kept busy a batch ahead meanwhile.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -44,7 +48,7 @@
  * the folder instead of looking up every folder of its path again.
  */
 #define MAX_OPEN_DIRS 4096
-#define NO_DIR UINT32_MAX
+#define NO_DIR        UINT32_MAX
 
 /*
  * A file to add: its path (an offset into the list's arena until the walk
@@ -64,7 +68,8 @@ typedef struct file_list {
 	file_ent *items;
 	size_t n, cap;
 	cr_buf arena; /* every path, NUL-terminated */
-	int *dirs;    /* open folders */
+	int *dirs;    /* open folders (-1 once closed) */
+	size_t *last; /* the last file of each, in the final order */
 	size_t n_dirs, max_dirs;
 } file_list;
 
@@ -84,7 +89,8 @@ static int list_push(file_list *l, const char *dir, size_t dir_len, const char *
 		l->cap = cap;
 	}
 	if ((rc = cr_buf_put(&l->arena, dir, dir_len)) != 0 ||
-	    (name && ((rc = cr_buf_putc(&l->arena, '/')) != 0 || (rc = cr_buf_puts(&l->arena, name)) != 0)) ||
+	    (name && ((rc = cr_buf_putc(&l->arena, '/')) != 0 ||
+	              (rc = cr_buf_puts(&l->arena, name)) != 0)) ||
 	    (rc = cr_buf_putc(&l->arena, '\0')) != 0)
 		return rc;
 	l->items[l->n].off = off;
@@ -111,9 +117,12 @@ static uint32_t list_keep_dir(file_list *l, int fd)
 
 static void list_free(file_list *l)
 {
-	for (size_t i = 0; i < l->n_dirs; i++)
-		close(l->dirs[i]);
+	for (size_t i = 0; i < l->n_dirs; i++) {
+		if (l->dirs[i] >= 0)
+			close(l->dirs[i]);
+	}
 	free(l->dirs);
+	free(l->last);
 	free(l->items);
 	cr_buf_free(&l->arena);
 }
@@ -146,7 +155,8 @@ typedef struct names {
 
 static int cmp_name(const void *a, const void *b, void *base)
 {
-	return strcmp((const char *)base + *(const size_t *)a, (const char *)base + *(const size_t *)b);
+	return strcmp((const char *)base + *(const size_t *)a,
+	              (const char *)base + *(const size_t *)b);
 }
 
 static int read_names(DIR *d, names *out)
@@ -158,7 +168,8 @@ static int read_names(DIR *d, names *out)
 		errno = 0;
 		if ((e = readdir(d)) == NULL)
 			break;
-		if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0')))
+		if (e->d_name[0] == '.' &&
+		    (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0')))
 			continue;
 		if (out->n == out->cap) {
 			size_t cap = out->cap ? 2 * out->cap : 64;
@@ -241,19 +252,23 @@ static int walk(walker *w, int fd, int depth)
 				walk_problem(w, name, strerror(errno), 1);
 				continue;
 			}
-			type = S_ISDIR(sb.st_mode) ? DT_DIR : S_ISREG(sb.st_mode) ? DT_REG
-			                                    : S_ISLNK(sb.st_mode) ? DT_LNK : DT_FIFO;
+			type = S_ISDIR(sb.st_mode)   ? DT_DIR
+			       : S_ISREG(sb.st_mode) ? DT_REG
+			       : S_ISLNK(sb.st_mode) ? DT_LNK
+			                             : DT_FIFO;
 		}
 		if (type == DT_DIR) {
-			/* O_NOFOLLOW: a folder swapped for a link since the stat is not followed. */
-			int child = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			/* O_NOFOLLOW: a folder swapped for a link meanwhile is not followed. */
+			int child =
+			    openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			size_t len = w->path.len;
 
 			if (child < 0) {
 				walk_problem(w, name, strerror(errno), 1);
 				continue;
 			}
-			if ((rc = cr_buf_putc(&w->path, '/')) != 0 || (rc = cr_buf_puts(&w->path, name)) != 0) {
+			if ((rc = cr_buf_putc(&w->path, '/')) != 0 ||
+			    (rc = cr_buf_puts(&w->path, name)) != 0) {
 				close(child);
 				goto done;
 			}
@@ -268,7 +283,8 @@ static int walk(walker *w, int fd, int depth)
 		} else {
 			walk_problem(w, name,
 			             type == DT_LNK ? "symbolic link inside a folder; not followed"
-			                            : "not a regular file; skipped", 0);
+			                            : "not a regular file; skipped",
+			             0);
 		}
 	}
 done:
@@ -291,7 +307,8 @@ static int collect(const char *const *paths, size_t n, file_list *out, const cr_
 		int fd;
 
 		if (!abs) {
-			rc = cr_error_set_errno(errno == ENOENT ? CR_ENOTFOUND : CR_EIO, errno, "%s", paths[i]);
+			rc = cr_error_set_errno(errno == ENOENT ? CR_ENOTFOUND : CR_EIO, errno,
+			                        "%s", paths[i]);
 			break;
 		}
 		if (stat(abs, &sb) != 0) {
@@ -333,6 +350,15 @@ static int collect(const char *const *paths, size_t n, file_list *out, const cr_
 		out->items[keep++] = out->items[i];
 	}
 	out->n = keep;
+	/* Each folder is closed once its last file is done with. */
+	if (out->n_dirs) {
+		if ((out->last = calloc(out->n_dirs, sizeof(*out->last))) == NULL)
+			return cr_error_set(CR_ENOMEM, "out of memory");
+		for (i = 0; i < out->n; i++) {
+			if (out->items[i].dir != NO_DIR)
+				out->last[out->items[i].dir] = i;
+		}
+	}
 	return 0;
 }
 
@@ -346,14 +372,14 @@ enum { PENDING = 0, SETTLED = 1, FAILED = -1 };
  */
 typedef struct slot {
 	signed char state;
-	signed char unchanged;       /* recorded before with this path and content */
-	signed char cache;           /* put id -> sha in the hash cache with the append */
+	signed char unchanged; /* recorded before with this path and content */
+	signed char cache;     /* put id -> sha in the hash cache with the append */
 	cr_file_id id;
 	uint8_t sha[CR_SHA256_SIZE];
-	cr_store_prepared *prep;     /* the input event, when not unchanged */
-	struct timespec time;        /* its time: when the batch began */
-	int fatal;                   /* the store could not be read: stop */
-	char message[256];
+	cr_store_prepared *prep; /* the input event, when not unchanged (made by the worker) */
+	struct timespec time;    /* its time: when the batch began */
+	int fatal;               /* the store could not be read: stop */
+	char *message;           /* why (malloc'ed) */
 } slot;
 
 #define RETRY_TAG (1ull << 63)
@@ -368,9 +394,9 @@ typedef struct slot {
 typedef struct worker_state {
 	cr_store_reader *reader;
 	uint64_t dev;
-	int dev_known;               /* the cache holds files of dev: 1, 0; -1 not asked */
+	int dev_known; /* the cache holds files of dev: 1, 0; -1 not asked */
 	uint32_t dir;
-	int dir_recorded;            /* files are recorded below dir: 1, 0; -1 not asked */
+	int dir_recorded; /* files are recorded below dir: 1, 0; -1 not asked */
 } worker_state;
 
 typedef struct adder {
@@ -378,7 +404,7 @@ typedef struct adder {
 	size_t window;
 	const file_ent *files;
 	worker_state *workers;
-	unsigned n_workers;          /* with a reader and an event */
+	unsigned n_workers; /* with a reader */
 } adder;
 
 static slot *slot_of(adder *a, uint64_t tag)
@@ -389,7 +415,8 @@ static slot *slot_of(adder *a, uint64_t tag)
 static void slot_fail(slot *s, int rc)
 {
 	s->fatal = rc;
-	snprintf(s->message, sizeof(s->message), "%s", cr_error_last());
+	free(s->message);
+	s->message = strdup(cr_error_last()); /* NULL: the code still says what */
 }
 
 /* Worker: the hash cache, through this worker's reader. */
@@ -397,9 +424,8 @@ static int known_hook(void *ctx, unsigned worker, uint64_t tag, const char *path
                       const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE])
 {
 	adder *a = ctx;
-	int rc;
-
 	worker_state *w;
+	int rc;
 
 	(void)path;
 	if (worker >= a->n_workers)
@@ -444,7 +470,9 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
 	w = &a->workers[worker];
 	f = &a->files[(size_t)(r->tag & ~RETRY_TAG)];
 	if (f->dir == NO_DIR || w->dir_recorded < 0 || w->dir != f->dir) {
-		rc = f->dir == NO_DIR ? 1 : cr_store_reader_recorded_under(w->reader, path, f->name_off - 1);
+		rc = f->dir == NO_DIR
+		         ? 1
+		         : cr_store_reader_recorded_under(w->reader, path, f->name_off - 1);
 		if (rc < 0) {
 			slot_fail(s, rc);
 			return;
@@ -466,7 +494,9 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
 		s->unchanged = 1;
 		return;
 	}
-	if ((rc = cr_store_prepare_input(s->prep, path, len, r->sha256, r->id.size, &s->time, "add")) != 0)
+	if ((!s->prep && (rc = cr_store_prepared_new(&s->prep)) != 0) ||
+	    (rc = cr_store_prepare_input(s->prep, path, len, r->sha256, r->id.size, &s->time,
+	                                 "add")) != 0)
 		slot_fail(s, rc);
 }
 
@@ -487,8 +517,8 @@ static int submit(cr_hash_pool *pool, const file_list *l, const file_ent *f, uin
 	return cr_hash_pool_submit(pool, tag, f->ptr, -1);
 }
 
-static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_list *l,
-                     size_t batch, const cr_add_options *o, cr_add_stats *st)
+static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, file_list *l, size_t batch,
+                     const cr_add_options *o, cr_add_stats *st)
 {
 	const file_ent *files = l->items;
 	size_t n = l->n;
@@ -521,7 +551,9 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_l
 
 			i = (size_t)(r->tag & ~RETRY_TAG);
 			if (s->fatal)
-				return cr_error_set(s->fatal, "%s", s->message);
+				return cr_error_set(s->fatal, "%s",
+				                    s->message ? s->message
+				                               : cr_error_name(s->fatal));
 			if (r->rc == CR_HASH_CHANGED && !(r->tag & RETRY_TAG)) {
 				/* A second look: a file being written right now is not recorded. */
 				if ((rc = submit(pool, l, &files[i], r->tag | RETRY_TAG)) != 0)
@@ -530,9 +562,11 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_l
 			}
 			if (r->rc != 0) {
 				problem(o, st, files[i].ptr,
-				        r->rc == CR_HASH_CHANGED ? "changed while being read; not recorded"
-				        : r->error[0]            ? r->error
-				                                 : "cannot be read", 1);
+				        r->rc == CR_HASH_CHANGED
+				            ? "changed while being read; not recorded"
+				        : r->error[0] ? r->error
+				                      : "cannot be read",
+				        1);
 				s->state = FAILED;
 				continue;
 			}
@@ -551,9 +585,16 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, const file_l
 		/* Append what is settled, in order; commit at each batch's end. */
 		while (next < n && a->win[next % a->window].state != PENDING) {
 			slot *s = &a->win[next % a->window];
+			const file_ent *f = &files[next];
 
+			/* No job of its folder is left: close it now rather than all at the end. */
+			if (f->dir != NO_DIR && l->last[f->dir] == next) {
+				close(l->dirs[f->dir]);
+				l->dirs[f->dir] = -1;
+			}
 			next++;
-			/* In the batch's transaction, so that a crash keeps the cache and the log in step. */
+			/* In the batch's transaction, so that a crash keeps the cache and the log
+			 * in step. */
 			if (s->state == SETTLED && s->cache &&
 			    (rc = cr_store_cache_put(store, &s->id, s->sha)) != 0)
 				return rc;
@@ -587,7 +628,7 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
                  cr_add_stats *stats)
 {
 	cr_add_options o = {0};
-	file_list files = {NULL, 0, 0, CR_BUF_INIT, NULL, 0, 0};
+	file_list files = {NULL, 0, 0, CR_BUF_INIT, NULL, NULL, 0, 0};
 	struct rlimit lim;
 	cr_hash_pool *pool = NULL;
 	cr_hash_hooks hooks = {known_hook, done_hook, NULL, O_NOFOLLOW};
@@ -617,10 +658,6 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 		rc = cr_error_set(CR_ENOMEM, "out of memory");
 		goto done;
 	}
-	for (i = 0; i < a.window; i++) {
-		if ((rc = cr_store_prepared_new(&a.win[i].prep)) != 0)
-			goto done;
-	}
 	/* The workers use the hooks only for jobs, and the readers are open before the first. */
 	hooks.ctx = &a;
 	if ((rc = cr_hash_pool_new_with(&pool, o.threads, &hooks)) != 0)
@@ -646,8 +683,10 @@ done:
 		cr_store_reader_free(a.workers[i].reader);
 	free(a.workers);
 	if (a.win) {
-		for (i = 0; i < a.window; i++)
+		for (i = 0; i < a.window; i++) {
 			cr_store_prepared_free(a.win[i].prep);
+			free(a.win[i].message);
+		}
 		free(a.win);
 	}
 	list_free(&files);

@@ -433,8 +433,8 @@ static void *worker_main(void *arg)
 		job = &p->jobs[i];
 		nread = 0;
 		cr_error_clear();
-		job->rc = hash_file_with(&w->h, AT_FDCWD, job->path, 0, 0, job->sha256, &job->id, &nread,
-		                         NULL, &cached);
+		job->rc = hash_file_with(&w->h, AT_FDCWD, job->path, 0, 0, job->sha256, &job->id,
+		                         &nread, NULL, &cached);
 		/*
 		 * The message is thread-local: copy it here or it is lost. A
 		 * failed strdup leaves error NULL; rc still tells what happened.
@@ -534,8 +534,8 @@ done:
 typedef struct pool_job {
 	struct pool_job *next;
 	uint64_t tag;
-	int fd;       /* a descriptor to hash, or -1 */
-	int dirfd;    /* else open path + at_off relative to this (AT_FDCWD: path) */
+	int fd;    /* a descriptor to hash, or -1 */
+	int dirfd; /* else open path + at_off relative to this (AT_FDCWD: path) */
 	size_t at_off;
 	cr_hash_result r;
 	char path[];
@@ -601,11 +601,11 @@ static void *pool_worker(void *arg)
 		if (ready != 0)
 			rc = ready;
 		else if (j->fd >= 0)
-			rc = hash_open_file(&h, j->fd, 0, j->path, res->sha256, &res->id, &nread, &known,
-			                    &res->cached);
+			rc = hash_open_file(&h, j->fd, 0, j->path, res->sha256, &res->id, &nread,
+			                    &known, &res->cached);
 		else
-			rc = hash_file_with(&h, j->dirfd, j->path, j->at_off, flags, res->sha256, &res->id,
-			                    &nread, &known, &res->cached);
+			rc = hash_file_with(&h, j->dirfd, j->path, j->at_off, flags, res->sha256,
+			                    &res->id, &nread, &known, &res->cached);
 		res->rc = rc;
 		if (rc < 0)
 			snprintf(res->error, sizeof(res->error), "%s", cr_error_last());

@@ -56,8 +56,8 @@ int cr_index_add_event(cr_index *idx, uint64_t i, const json_t *ev,
  */
 typedef struct cr_index_entry {
 	cr_buf type;
-	cr_buf path;               /* raw bytes, when is_file */
-	int is_file;               /* names a file by path and SHA-256 */
+	cr_buf path; /* raw bytes, when is_file */
+	int is_file; /* names a file by path and SHA-256 */
 	uint8_t sha256[CR_SHA256_SIZE];
 	int has_size;
 	int64_t size;

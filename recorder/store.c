@@ -49,7 +49,7 @@ struct cr_store {
 	cr_buf segment;            /* pending leaves, each + "\n" */
 	uint64_t pending;
 	int in_txn;
-	char notice[256];          /* for the user, from the open; "" when none */
+	char notice[256];                 /* for the user, from the open; "" when none */
 	struct cr_store_prepared scratch; /* cr_store_append's, reused */
 };
 
@@ -305,8 +305,11 @@ static int open_index(cr_store *s, const char *index_path, int *old_version)
 		return rc;
 	cr_error_clear();
 	if ((rc = take_lock(s)) != 0)
-		return cr_error_set(rc, "index.sqlite has an older schema (version %d) and must be rebuilt "
-		                    "from the log, but: %s", *old_version, cr_error_last());
+		return cr_error_set(
+		    rc,
+		    "index.sqlite has an older schema (version %d) and must be rebuilt "
+		    "from the log, but: %s",
+		    *old_version, cr_error_last());
 	return cr_index_open(&s->index, index_path, CR_INDEX_MIGRATE, old_version);
 }
 
@@ -333,7 +336,8 @@ static int reindex_migrated(cr_store *s, int old_version)
 		return rc;
 	snprintf(s->notice, sizeof(s->notice),
 	         "index.sqlite had schema version %d; rebuilt it from the log for this version of "
-	         "cleanroom (%" PRIu64 " events)", old_version, tree.size);
+	         "cleanroom (%" PRIu64 " events)",
+	         old_version, tree.size);
 	return 0;
 }
 
@@ -424,6 +428,34 @@ uint64_t cr_store_pending(const cr_store *s)
 	return s->pending;
 }
 
+static int writer_txn(cr_store *s);
+
+/* After a segment from leaf first is committed to git: its index rows, and the index commit. */
+static int index_committed(cr_store *s, uint64_t first, const uint8_t root[CR_HASH_SIZE])
+{
+	char path[CR_LOG_PATH_MAX];
+	int rc;
+
+	cr_log_segment_path(path, first);
+	rc = cr_index_add_segment(s->index, first, s->tree.size - first, path, s->head.commit);
+	if (!rc)
+		rc = cr_index_set_state(s->index, &s->tree, s->head.commit);
+	if (!rc)
+		rc = cr_index_witness_add(s->index, s->tree.size, root, s->head.commit);
+	if (!rc)
+		rc = cr_index_commit(s->index);
+	s->in_txn = 0;
+	if (rc) {
+		cr_index_rollback(s->index);
+		return cr_error_set(rc,
+		                    "events %" PRIu64 "..%" PRIu64
+		                    " are committed to the log, but the "
+		                    "index was not updated (%s); it catches up on the next open",
+		                    first, s->tree.size - 1, cr_error_last());
+	}
+	return 0;
+}
+
 static void discard_pending(cr_store *s)
 {
 	if (s->in_txn)
@@ -434,8 +466,6 @@ static void discard_pending(cr_store *s)
 	cr_buf_clear(&s->segment);
 }
 
-static int writer_txn(cr_store *s);
-
 /*
  * Append an event, as its leaf, the leaf's hash and its index entry, to
  * the pending segment and the index transaction.
@@ -445,11 +475,12 @@ static int append(cr_store *s, const char *leaf, size_t len, const uint8_t hash[
 {
 	int rc;
 
-	if ((rc = cr_buf_put(&s->segment, leaf, len)) != 0 ||
-	    (rc = cr_buf_putc(&s->segment, '\n')) != 0 ||
-	    (rc = cr_index_add_entry(s->index, s->pending_tree.size, entry, hash)) != 0 ||
-	    (rc = cr_merkle_state_append(&s->pending_tree, hash, cr_index_node_cb, s->index)) != 0 ||
-	    (rc = cr_index_node_error(s->index)) != 0) {
+	if ((rc = cr_buf_put(&s->segment, leaf, len)) == 0 &&
+	    (rc = cr_buf_putc(&s->segment, '\n')) == 0 &&
+	    (rc = cr_index_add_entry(s->index, s->pending_tree.size, entry, hash)) == 0 &&
+	    (rc = cr_merkle_state_append(&s->pending_tree, hash, cr_index_node_cb, s->index)) == 0)
+		rc = cr_index_node_error(s->index);
+	if (rc) {
 		/* The index transaction may hold part of this event: drop the segment. */
 		discard_pending(s);
 		return cr_error_set(rc, "%s (the pending segment was discarded)", cr_error_last());
@@ -484,7 +515,8 @@ int cr_store_prepare(cr_store_prepared *p, const json_t *ev)
 
 	p->ready = 0;
 	cr_buf_clear(&p->leaf);
-	if ((rc = cr_event_encode(ev, &p->leaf)) != 0 || (rc = cr_index_entry_set(&p->entry, ev)) != 0)
+	if ((rc = cr_event_encode(ev, &p->leaf)) != 0 ||
+	    (rc = cr_index_entry_set(&p->entry, ev)) != 0)
 		return rc;
 	cr_merkle_leaf_hash(p->hash, p->leaf.ptr, p->leaf.len);
 	p->ready = 1;
@@ -529,14 +561,45 @@ static int put_json_string(cr_buf *out, const char *s, size_t len)
 	return cr_buf_putc(out, '"');
 }
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x)  STRINGIFY_(x)
+
+/* Append n bytes at *at; the caller made room. */
+static char *put(char *at, const char *s, size_t n)
+{
+	memcpy(at, s, n);
+	return at + n;
+}
+#define PUT_LIT(at, lit) put(at, lit, sizeof(lit) - 1)
+
+/* A non-negative integer in decimal, as "%lld" writes it. */
+static char *put_u64(char *at, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*at++ = tmp[--n];
+	return at;
+}
+
 int cr_store_prepare_input(cr_store_prepared *p, const char *path, size_t len,
                            const uint8_t sha[CR_SHA256_SIZE], uint64_t size,
                            const struct timespec *time, const char *via)
 {
+	/* A batch of files shares its time: format it once per thread. */
+	static _Thread_local struct {
+		time_t sec;
+		long usec;
+		char text[64];
+		int ok;
+	} when;
 	cr_buf *b = &p->leaf;
-	char hex[2 * CR_SHA256_SIZE + 1], num[32], when[64];
-	struct tm tm;
-	time_t t = time->tv_sec;
+	char tail[256], *at = tail;
 	int utf8 = cr_utf8_valid((const uint8_t *)path, len) && memchr(path, 0, len) == NULL;
 	int rc;
 
@@ -545,40 +608,56 @@ int cr_store_prepare_input(cr_store_prepared *p, const char *path, size_t len,
 	/* The checks cr_event_set_int, _set_time and _set_str make. */
 	if (size > (uint64_t)CR_EVENT_INT_MAX)
 		return cr_error_set(CR_ERANGE, "\"size\": %" PRIu64 " is beyond 2^53-1", size);
-	if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999 ||
-	    time->tv_nsec < 0 || time->tv_nsec >= 1000000000)
+	if (time->tv_nsec < 0 || time->tv_nsec >= 1000000000)
 		return cr_error_set(CR_ERANGE, "time out of range");
-	if (!cr_utf8_valid((const uint8_t *)via, strlen(via)))
-		return cr_error_set(CR_EINVAL, "\"via\" is not valid UTF-8");
-	snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-	         (long)(time->tv_nsec / 1000));
-	cr_hex_encode(hex, sha, CR_SHA256_SIZE);
-	snprintf(num, sizeof(num), "%" PRIu64, size);
+	if (!when.ok || when.sec != time->tv_sec || when.usec != time->tv_nsec / 1000) {
+		struct tm tm;
+		time_t t = time->tv_sec;
+
+		when.ok = 0;
+		if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
+			return cr_error_set(CR_ERANGE, "time out of range");
+		snprintf(when.text, sizeof(when.text), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
+		         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		         tm.tm_sec, (long)(time->tv_nsec / 1000));
+		when.sec = time->tv_sec;
+		when.usec = time->tv_nsec / 1000;
+		when.ok = 1;
+	}
+	if (strlen(via) > 64 || !cr_utf8_valid((const uint8_t *)via, strlen(via)))
+		return cr_error_set(CR_EINVAL, "\"via\" is not valid UTF-8 of at most 64 bytes");
 	/* Keys in canonical order; "path" and "path_b64" sort first either way. */
 	if (utf8) {
-		rc = cr_buf_puts(b, "{\"path\":");
+		rc = cr_buf_put(b, "{\"path\":", 8);
 		if (!rc)
 			rc = put_json_string(b, path, len);
 	} else {
 		size_t n = cr_base64_len(len);
 
-		if ((rc = cr_buf_puts(b, "{\"path_b64\":\"")) == 0 && (rc = cr_buf_grow(b, n + 1)) == 0) {
+		if ((rc = cr_buf_put(b, "{\"path_b64\":\"", 13)) == 0 &&
+		    (rc = cr_buf_grow(b, n + 1)) == 0) {
 			cr_base64_encode(b->ptr + b->len, (const uint8_t *)path, len);
 			b->len += n;
 			rc = cr_buf_putc(b, '"');
 		}
 	}
-	if (rc || (rc = cr_buf_puts(b, ",\"sha256\":\"")) != 0 || (rc = cr_buf_puts(b, hex)) != 0 ||
-	    (rc = cr_buf_puts(b, "\",\"size\":")) != 0 || (rc = cr_buf_puts(b, num)) != 0 ||
-	    (rc = cr_buf_puts(b, ",\"time\":\"")) != 0 || (rc = cr_buf_puts(b, when)) != 0 ||
-	    (rc = cr_buf_printf(b, "\",\"type\":\"input\",\"v\":%d,\"via\":", CR_EVENT_VERSION)) != 0 ||
+	if (rc)
+		return rc;
+	at = PUT_LIT(at, ",\"sha256\":\"");
+	cr_hex_encode(at, sha, CR_SHA256_SIZE);
+	at += 2 * CR_SHA256_SIZE;
+	at = PUT_LIT(at, "\",\"size\":");
+	at = put_u64(at, size);
+	at = PUT_LIT(at, ",\"time\":\"");
+	at = put(at, when.text, strlen(when.text));
+	at = PUT_LIT(at, "\",\"type\":\"input\",\"v\":" STRINGIFY(CR_EVENT_VERSION) ",\"via\":");
+	if ((rc = cr_buf_put(b, tail, (size_t)(at - tail))) != 0 ||
 	    (rc = put_json_string(b, via, strlen(via))) != 0 || (rc = cr_buf_putc(b, '}')) != 0)
 		return rc;
 	/* What cr_index_entry_set takes from such an event. */
 	cr_buf_clear(&p->entry.type);
 	cr_buf_clear(&p->entry.path);
-	if ((rc = cr_buf_puts(&p->entry.type, "input")) != 0 ||
+	if ((rc = cr_buf_put(&p->entry.type, "input", 5)) != 0 ||
 	    (rc = cr_buf_put(&p->entry.path, path, len)) != 0)
 		return rc;
 	p->entry.is_file = 1;
@@ -624,7 +703,6 @@ int cr_store_flush(cr_store *s)
 {
 	cr_log_head head;
 	uint8_t root[CR_HASH_SIZE];
-	char path[CR_LOG_PATH_MAX];
 	uint64_t first = s->tree.size;
 	int rc;
 
@@ -647,22 +725,7 @@ int cr_store_flush(cr_store *s)
 	s->tree = s->pending_tree;
 	s->pending = 0;
 	cr_buf_clear(&s->segment);
-	cr_log_segment_path(path, first);
-	rc = cr_index_add_segment(s->index, first, s->tree.size - first, path, head.commit);
-	if (!rc)
-		rc = cr_index_set_state(s->index, &s->tree, head.commit);
-	if (!rc)
-		rc = cr_index_witness_add(s->index, s->tree.size, root, head.commit);
-	if (!rc)
-		rc = cr_index_commit(s->index);
-	s->in_txn = 0;
-	if (rc) {
-		cr_index_rollback(s->index);
-		return cr_error_set(rc, "events %" PRIu64 "..%" PRIu64 " are committed to the log, but the "
-		                    "index was not updated (%s); it catches up on the next open",
-		                    first, s->tree.size - 1, cr_error_last());
-	}
-	return 0;
+	return index_committed(s, first, root);
 }
 
 /*
@@ -721,7 +784,8 @@ int cr_store_reader_open(cr_store *s, cr_store_reader **out)
 	int rc;
 
 	*out = NULL;
-	if ((r = calloc(1, sizeof(*r))) == NULL || (index_path = join(s->path, "index.sqlite")) == NULL) {
+	if ((r = calloc(1, sizeof(*r))) == NULL ||
+	    (index_path = join(s->path, "index.sqlite")) == NULL) {
 		free(r);
 		return cr_error_set(CR_ENOMEM, "out of memory");
 	}

@@ -19,7 +19,7 @@ extern "C" {
 
 typedef struct cr_add_stats {
 	uint64_t files;          /* regular files found */
-	uint64_t bytes;          /* their total size */
+	uint64_t bytes;          /* the total size of those that were read or found in the cache */
 	uint64_t recorded;       /* input events appended */
 	uint64_t unchanged;      /* already recorded with this path and content */
 	uint64_t hashed_files;   /* files whose bytes were hashed */

@@ -112,12 +112,12 @@ typedef struct cr_hash_hooks {
 	 * (the file is then not read, and the result has cached set), 0 to hash
 	 * it, or a negative CR_E* code with a message to fail the job.
 	 */
-	int (*known)(void *ctx, unsigned worker, uint64_t tag, const char *path, const cr_file_id *id,
-	             uint8_t sha[CR_SHA256_SIZE]);
+	int (*known)(void *ctx, unsigned worker, uint64_t tag, const char *path,
+	             const cr_file_id *id, uint8_t sha[CR_SHA256_SIZE]);
 	/* With every result, before the owner can collect it; path as submitted. */
 	void (*done)(void *ctx, unsigned worker, const char *path, cr_hash_result *result);
 	void *ctx;
-	int open_flags;   /* O_NOFOLLOW (the only one honoured): never follow a link at path */
+	int open_flags; /* O_NOFOLLOW (the only one honoured): never follow a link at path */
 } cr_hash_hooks;
 
 /* cr_hash_pool_new() with hooks (copied; NULL: none). */

@@ -2,8 +2,8 @@
  * Unit tests for recorder/hash.c: known answers, files larger than one read
  * block, what is refused (directories, FIFOs, missing files), the pool
  * agreeing with sequential hashing on 1/2/4 threads, files that change
- * while they are read, and the asynchronous pool with its hooks. Temporary files live in one mkdtemp directory under
- * $CR_TMP (or /tmp), removed at exit.
+ * while they are read, and the asynchronous pool with its hooks. Temporary files live in one
+ * mkdtemp directory under $CR_TMP (or /tmp), removed at exit.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -589,8 +589,8 @@ static void test_changed_while_read(void)
 	free(data);
 }
 
-#define POOL_FILES 300
-#define POOL_THREADS 3
+#define POOL_FILES    300
+#define POOL_THREADS  3
 #define POOL_FAIL_TAG 7
 
 struct pool_ctx {

@@ -211,8 +211,10 @@ static json_t *file_event(int n, uint8_t sha[32])
 
 	fake_sha(n, sha);
 	snprintf(path, sizeof(path), "/data/%d/f%06d.bin", n % 7, n);
-	if (cr_event_new(&ev, "input") != 0 || cr_event_set_path(ev, "path", path, strlen(path)) != 0 ||
-	    cr_event_set_hex(ev, "sha256", sha, 32) != 0 || cr_event_set_int(ev, "size", 100 + n) != 0) {
+	if (cr_event_new(&ev, "input") != 0 ||
+	    cr_event_set_path(ev, "path", path, strlen(path)) != 0 ||
+	    cr_event_set_hex(ev, "sha256", sha, 32) != 0 ||
+	    cr_event_set_int(ev, "size", 100 + n) != 0) {
 		json_decref(ev);
 		return NULL;
 	}
@@ -268,16 +270,18 @@ static void on_problem(void *ctx, const char *where, const char *what)
  * copied from the current tables, so it is a complete, up-to-date index.
  */
 static const char to_version_1[] =
-	"BEGIN;"
-	"CREATE TABLE events1(idx INTEGER PRIMARY KEY, type TEXT NOT NULL, leaf BLOB NOT NULL);"
-	"INSERT INTO events1 SELECT e.idx, t.name, e.leaf FROM events e JOIN types t ON t.code = e.type;"
-	"CREATE TABLE files1(idx INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 BLOB NOT NULL, size INTEGER);"
-	"INSERT INTO files1 SELECT idx, path, sha256, size FROM files;"
-	"DROP TABLE events; DROP TABLE files; DROP TABLE types;"
-	"ALTER TABLE events1 RENAME TO events; ALTER TABLE files1 RENAME TO files;"
-	"CREATE INDEX files_by_sha256 ON files(sha256);"
-	"PRAGMA user_version=1;"
-	"COMMIT;";
+    "BEGIN;"
+    "CREATE TABLE events1(idx INTEGER PRIMARY KEY, type TEXT NOT NULL, leaf BLOB NOT NULL);"
+    "INSERT INTO events1 SELECT e.idx, t.name, e.leaf FROM events e JOIN types t ON t.code = "
+    "e.type;"
+    "CREATE TABLE files1(idx INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 BLOB NOT NULL, size "
+    "INTEGER);"
+    "INSERT INTO files1 SELECT idx, path, sha256, size FROM files;"
+    "DROP TABLE events; DROP TABLE files; DROP TABLE types;"
+    "ALTER TABLE events1 RENAME TO events; ALTER TABLE files1 RENAME TO files;"
+    "CREATE INDEX files_by_sha256 ON files(sha256);"
+    "PRAGMA user_version=1;"
+    "COMMIT;";
 
 #define MIGRATE_N 1000
 
@@ -428,6 +432,32 @@ static void test_prepared_and_readers(void)
 	fake_sha(12, sha);
 	CHECK(cr_store_file_recorded(b, "/data/5/f000012.bin", 19, sha) == 1);
 
+	/* An event whose "sha256" is not 64 hex digits names no file (and is kept all the same). */
+	{
+		static const char *const bad[] = {
+		    "zz00000000000000000000000000000000000000000000000000000000000000",
+		    "000000000000000000000000000000000000000000000000000000000000000g",
+		    "00000000000000000000000000000000000000000000000000000000000000",
+		};
+		uint64_t found[2] = {0, 0};
+
+		for (size_t k = 0; k < 3; k++) {
+			json_t *ev = NULL;
+
+			CHECK(cr_event_new(&ev, "input") == 0);
+			CHECK(cr_event_set_path(ev, "path", "/odd/hash", 9) == 0);
+			CHECK(cr_event_set_str(ev, "sha256", bad[k]) == 0);
+			CHECK(cr_store_append(b, ev, NULL) == 0);
+			json_decref(ev);
+		}
+		CHECK(cr_store_flush(b) == 0);
+		CHECK(cr_store_find_files(b, "/odd/hash", NULL, count_cb, found) == 0);
+		CHECK(found[0] == 0);
+		memset(found, 0, sizeof(found));
+		CHECK(cr_store_find_files(b, "/data/5/f000012.bin", NULL, count_cb, found) == 0);
+		CHECK(found[0] == 1 && found[1] == 12);
+	}
+
 	/* A reader sees what is committed, not the writer's pending transaction. */
 	REQUIRE(cr_store_reader_open(b, &r) == 0);
 	CHECK(cr_store_reader_file_recorded(r, "/data/5/f000012.bin", 19, sha) == 1);
@@ -459,9 +489,9 @@ static void test_prepared_and_readers(void)
 static void dump_index(const char *dir, cr_buf *out)
 {
 	static const char *const queries[] = {
-		"SELECT idx, type, hex(leaf) FROM events ORDER BY idx",
-		"SELECT code, name FROM types ORDER BY code",
-		"SELECT hex(path), idx, hex(sha256), size FROM files ORDER BY idx",
+	    "SELECT idx, type, hex(leaf) FROM events ORDER BY idx",
+	    "SELECT code, name FROM types ORDER BY code",
+	    "SELECT hex(path), idx, hex(sha256), size FROM files ORDER BY idx",
 	};
 	char path[300];
 	sqlite3 *db = NULL;
@@ -477,7 +507,10 @@ static void dump_index(const char *dir, cr_buf *out)
 			continue;
 		while (sqlite3_step(st) == SQLITE_ROW) {
 			for (int c = 0; c < sqlite3_column_count(st); c++)
-				cr_buf_printf(out, "%s|", sqlite3_column_text(st, c) ? (const char *)sqlite3_column_text(st, c) : "NULL");
+				cr_buf_printf(out, "%s|",
+				              sqlite3_column_text(st, c)
+				                  ? (const char *)sqlite3_column_text(st, c)
+				                  : "NULL");
 			cr_buf_putc(out, '\n');
 		}
 		sqlite3_finalize(st);
@@ -495,9 +528,18 @@ static void test_prepare_input_is_canonical(void)
 {
 	static char dir_a[300], dir_b[300];
 	static const char *const fixed[] = {
-		"/data/plain.bin", "/q\"uote", "/back\\slash", "/c\x01\x1f\t\n\r\b\f", "/del\x7f",
-		"/caf\xc3\xa9", "/\xf0\x9f\x98\x80.bin", "/bad\xff\xfe", "/overlong\xc0\xaf",
-		"/surrogate\xed\xa0\x80", "", "/sp ace/\u00e9t\u00e9",
+	    "/data/plain.bin",
+	    "/q\"uote",
+	    "/back\\slash",
+	    "/c\x01\x1f\t\n\r\b\f",
+	    "/del\x7f",
+	    "/caf\xc3\xa9",
+	    "/\xf0\x9f\x98\x80.bin",
+	    "/bad\xff\xfe",
+	    "/overlong\xc0\xaf",
+	    "/surrogate\xed\xa0\x80",
+	    "",
+	    "/sp ace/\u00e9t\u00e9",
 	};
 	cr_store *a = NULL, *b = NULL;
 	cr_store_prepared *pa = NULL, *pb = NULL;
@@ -534,21 +576,30 @@ static void test_prepare_input_is_canonical(void)
 			for (size_t k = 0; k < len; k++) {
 				rng = rng * 6364136223846793005ull + 1442695040888963407ull;
 				/* Mostly printable ASCII, some controls and high bytes. */
-				path[k] = (char)(k % 5 == 4 ? (rng >> 56) : 0x20 + (rng >> 57) % 95);
+				path[k] =
+				    (char)(k % 5 == 4 ? (rng >> 56) : 0x20 + (rng >> 57) % 95);
 			}
 		}
 		fake_sha(i, sha);
-		size = i == 1 ? 0 : i == 2 ? (uint64_t)CR_EVENT_INT_MAX : i == 3 ? (uint64_t)CR_EVENT_INT_MAX + 1
-		                                                    : (rng >> 20) % 100000;
-		t.tv_sec = i == 4 ? 0 : i == 5 ? 253402300799 : i == 6 ? 253402300800 : 1795000000 + i;
-		t.tv_nsec = i == 7 ? 999999999 : i == 8 ? 1000000000 : (long)((rng >> 8) % 1000000000);
+		size = i == 1   ? 0
+		       : i == 2 ? (uint64_t)CR_EVENT_INT_MAX
+		       : i == 3 ? (uint64_t)CR_EVENT_INT_MAX + 1
+		                : (rng >> 20) % 100000;
+		t.tv_sec = i == 4   ? 0
+		           : i == 5 ? 253402300799
+		           : i == 6 ? 253402300800
+		                    : 1795000000 + i;
+		t.tv_nsec = i == 7   ? 999999999
+		            : i == 8 ? 1000000000
+		                     : (long)((rng >> 8) % 1000000000);
 		if (cr_event_new(&ev, "input") != 0)
 			break;
 		ra = cr_event_set_path(ev, "path", path, len);
 		if (!ra)
 			ra = cr_event_set_hex(ev, "sha256", sha, 32);
 		if (!ra)
-			ra = cr_event_set_int(ev, "size", size > (uint64_t)INT64_MAX ? -1 : (int64_t)size);
+			ra = cr_event_set_int(ev, "size",
+			                      size > (uint64_t)INT64_MAX ? -1 : (int64_t)size);
 		if (!ra)
 			ra = cr_event_set_time(ev, "time", &t);
 		if (!ra)
@@ -573,7 +624,8 @@ static void test_prepare_input_is_canonical(void)
 		cr_store_state_get(a, &sa);
 		cr_store_state_get(b, &sb);
 		if (memcmp(sa.root, sb.root, 32) != 0) {
-			fprintf(stderr, "event %d (path of %zu bytes) encodes differently\n", i, len);
+			fprintf(stderr, "event %d (path of %zu bytes) encodes differently\n", i,
+			        len);
 			mismatches++;
 			break;
 		}
