@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -28,42 +27,6 @@
 #define MULTI_BLOCK_SIZE ((3u << 20) + 12345u)
 #define PATH_LEN (4096 + 256)
 
-static char tmp_dir[4096];
-
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	(void)st;
-	(void)type;
-	(void)ftw;
-	return remove(path);
-}
-
-static void tmp_cleanup(void)
-{
-	if (tmp_dir[0])
-		nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* path of name inside the test directory, made on first use. */
-static const char *tmp_path(const char *name)
-{
-	static char path[PATH_LEN];
-	const char *base;
-
-	if (!tmp_dir[0]) {
-		base = getenv("CR_TMP");
-		if (!base || !*base)
-			base = "/tmp";
-		snprintf(tmp_dir, sizeof(tmp_dir), "%s/cr-test-hash-XXXXXX", base);
-		if (!mkdtemp(tmp_dir)) {
-			perror(tmp_dir);
-			exit(2);
-		}
-		atexit(tmp_cleanup);
-	}
-	snprintf(path, sizeof(path), "%s/%s", tmp_dir, name);
-	return path;
-}
 
 static int write_all(int fd, const void *data, size_t len)
 {
@@ -189,13 +152,13 @@ static void test_known_answers(void)
 		CHECK_MEM(got, want, CR_SHA256_SIZE);
 
 		/* The same bytes through a file, by path and by descriptor. */
-		REQUIRE(write_file(tmp_path(vectors[i].name), data, n) == 0);
+		REQUIRE(write_file(harness_tmp_path(vectors[i].name), data, n) == 0);
 		memset(got, 0xaa, sizeof(got));
-		CHECK(cr_hash_file(tmp_path(vectors[i].name), got, &id) == 0);
+		CHECK(cr_hash_file(harness_tmp_path(vectors[i].name), got, &id) == 0);
 		CHECK_MEM(got, want, CR_SHA256_SIZE);
 		CHECK(id.size == n);
 
-		fd = open(tmp_path(vectors[i].name), O_RDONLY | O_CLOEXEC);
+		fd = open(harness_tmp_path(vectors[i].name), O_RDONLY | O_CLOEXEC);
 		REQUIRE(fd >= 0);
 		len = 12345;
 		CHECK(cr_hash_fd(fd, got, &len) == 0);
@@ -208,7 +171,7 @@ static void test_known_answers(void)
 
 static void test_multi_block_file(void)
 {
-	const char *path = tmp_path("multi-block");
+	const char *path = harness_tmp_path("multi-block");
 	uint8_t want[CR_SHA256_SIZE], got[CR_SHA256_SIZE];
 	cr_file_id id, id2;
 	uint64_t len = 0;
@@ -242,7 +205,7 @@ static void test_multi_block_file(void)
 
 static void test_file_id(void)
 {
-	const char *path = tmp_path("id");
+	const char *path = harness_tmp_path("id");
 	cr_file_id a, b, c;
 	struct stat st;
 	int fd;
@@ -274,7 +237,7 @@ static void test_file_id(void)
 
 static void test_rejects(void)
 {
-	const char *dir = tmp_path("a-directory");
+	const char *dir = harness_tmp_path("a-directory");
 	const char *fifo = NULL;
 	uint8_t got[CR_SHA256_SIZE];
 	cr_file_id id;
@@ -289,13 +252,13 @@ static void test_rejects(void)
 	CHECK(is_zero(got, sizeof(got)));
 
 	/* Must not block waiting for a writer. */
-	fifo = tmp_path("a-fifo");
+	fifo = harness_tmp_path("a-fifo");
 	REQUIRE(mkfifo(fifo, 0600) == 0);
 	cr_error_clear();
 	CHECK(cr_hash_file(fifo, got, &id) == CR_EINVAL);
 	CHECK(strstr(cr_error_last(), fifo) != NULL);
 
-	snprintf(missing, sizeof(missing), "%s", tmp_path("does-not-exist"));
+	snprintf(missing, sizeof(missing), "%s", harness_tmp_path("does-not-exist"));
 	cr_error_clear();
 	rc = cr_hash_file(missing, got, &id);
 	CHECK(rc == CR_ENOTFOUND || rc == CR_EIO);
@@ -447,14 +410,14 @@ static void test_hash_many(void)
 			len = (1u << 20) + rng_next(&s) % (1u << 20);
 		fill_random(buf, len, i + 1);
 		snprintf(paths[i], sizeof(paths[i]), "many-%03zu", i);
-		snprintf(paths[i], sizeof(paths[i]), "%s", tmp_path(paths[i])); /* copies first */
+		snprintf(paths[i], sizeof(paths[i]), "%s", harness_tmp_path(paths[i])); /* copies first */
 		if (write_file(paths[i], buf, len) != 0)
 			goto done;
 		total_bytes += len;
 	}
 	/* Failing jobs among them: their messages come back per job. */
-	snprintf(paths[MANY_FILES], sizeof(paths[0]), "%s", tmp_path("many-missing"));
-	snprintf(paths[MANY_FILES + 1], sizeof(paths[0]), "%s", tmp_path("many-dir"));
+	snprintf(paths[MANY_FILES], sizeof(paths[0]), "%s", harness_tmp_path("many-missing"));
+	snprintf(paths[MANY_FILES + 1], sizeof(paths[0]), "%s", harness_tmp_path("many-dir"));
 	if (mkdir(paths[MANY_FILES + 1], 0700) != 0)
 		goto done;
 	ready = 1;
@@ -539,7 +502,7 @@ static void *hash_attempt_main(void *arg)
 
 static void test_changed_while_read(void)
 {
-	const char *path = tmp_path("growing");
+	const char *path = harness_tmp_path("growing");
 	size_t base = 16u << 20;
 	struct hash_attempt a;
 	struct timespec start, now;
@@ -651,12 +614,12 @@ static void test_pool_hooks(void)
 
 		fill_random(buf, 1 + i * 13 % sizeof(buf), i + 77);
 		snprintf(name, sizeof(name), "pool-%03zu", i);
-		snprintf(c.paths[i], PATH_LEN, "%s", tmp_path(name));
+		snprintf(c.paths[i], PATH_LEN, "%s", harness_tmp_path(name));
 		REQUIRE(write_file(c.paths[i], buf, 1 + i * 13 % sizeof(buf)) == 0);
 		REQUIRE(cr_hash_file(c.paths[i], want[i], &id) == 0);
 	}
 	/* A link to a file: with O_NOFOLLOW it is refused, not followed. */
-	snprintf(c.paths[POOL_FILES], PATH_LEN, "%s", tmp_path("pool-link"));
+	snprintf(c.paths[POOL_FILES], PATH_LEN, "%s", harness_tmp_path("pool-link"));
 	REQUIRE(symlink(c.paths[1], c.paths[POOL_FILES]) == 0);
 
 	REQUIRE(cr_hash_pool_new_with(&pool, POOL_THREADS, &hooks) == 0);

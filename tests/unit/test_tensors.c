@@ -11,7 +11,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,48 +29,12 @@
 #include "util/buf.h"
 #include "util/codec.h"
 
-#define PATH_LEN (4096 + 256)
 
-static char tmp_dir[4096];
-
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	(void)st;
-	(void)type;
-	(void)ftw;
-	return remove(path);
-}
-
-static void tmp_cleanup(void)
-{
-	if (tmp_dir[0])
-		nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *tmp_path(const char *name)
-{
-	static char path[PATH_LEN];
-	const char *base;
-
-	if (!tmp_dir[0]) {
-		base = getenv("CR_TMP");
-		if (!base || !*base)
-			base = "/tmp";
-		snprintf(tmp_dir, sizeof(tmp_dir), "%s/cr-test-tensors-XXXXXX", base);
-		if (!mkdtemp(tmp_dir)) {
-			perror(tmp_dir);
-			exit(2);
-		}
-		atexit(tmp_cleanup);
-	}
-	snprintf(path, sizeof(path), "%s/%s", tmp_dir, name);
-	return path;
-}
 
 /* Write data to a fresh file name and return it open for reading (or -1). */
 static int file_with(const char *name, const void *data, size_t len)
 {
-	const char *path = tmp_path(name);
+	const char *path = harness_tmp_path(name);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	const uint8_t *p = data;
 
@@ -461,7 +424,7 @@ static void test_fallback(void)
 	/* not a regular file */
 	{
 		cr_manifest_opts o = CR_MANIFEST_OPTS_INIT;
-		int fd = open(tmp_dir, O_RDONLY | O_DIRECTORY);
+		int fd = open(harness_tmp_dir, O_RDONLY | O_DIRECTORY);
 
 		o.name = "a folder";
 		CHECK(cr_manifest_read(fd, &o, &m, NULL, NULL) == CR_EINVAL && m == NULL);
@@ -610,7 +573,7 @@ static void test_delta(void)
 	d = NULL;
 
 	/* The base-file path: keep the old floats, overwrite the old file, delta still right. */
-	bfd = open(tmp_path("base.bin"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+	bfd = open(harness_tmp_path("base.bin"), O_RDWR | O_CREAT | O_TRUNC, 0600);
 	REQUIRE(bfd >= 0);
 	{
 		cr_manifest_opts o = CR_MANIFEST_OPTS_INIT;
@@ -788,7 +751,7 @@ static void test_engine_routing(void)
 	for (int i = 4; i < 44; i++)
 		f[i] = (uint8_t)(i * 13);
 	fd = file_with("routing.test", f, sizeof(f));
-	bfd = open(tmp_path("routing.base"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+	bfd = open(harness_tmp_path("routing.base"), O_RDWR | O_CREAT | O_TRUNC, 0600);
 	REQUIRE(fd >= 0 && bfd >= 0);
 	o.name = "routing.test";
 	o.want_file_sha256 = 1;
@@ -930,7 +893,7 @@ static void test_engine_aliases(void)
 	for (size_t i = 0; i < n; i++)
 		f[i + 1] = (float)(i % 100);
 	fd = file_with("aliases.test", f, 4 + plen);
-	bfd = open(tmp_path("aliases.base"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+	bfd = open(harness_tmp_path("aliases.base"), O_RDWR | O_CREAT | O_TRUNC, 0600);
 	REQUIRE(fd >= 0 && bfd >= 0);
 	alias_mode = 0;
 	alias_n = 5000;
