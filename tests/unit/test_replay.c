@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@
 #include "cleanroom/event.h"
 #include "cleanroom/replay.h"
 #include "cleanroom/store.h"
+#include "cleanroom/tensors.h"
+#include "util/codec.h"
 #include "harness.h"
 
 static char tmpdir[256], store_dir[300], ckpt_dir[300];
@@ -128,4 +131,48 @@ static void test_nothing_to_replay(void)
 	teardown();
 }
 
-TEST_MAIN(TEST(test_path_climbing_out), TEST(test_nothing_to_replay))
+/* An event whose manifest digest does not cover its manifest is named. */
+static void test_manifest_digest(void)
+{
+	cr_manifest_opts mo = CR_MANIFEST_OPTS_INIT;
+	cr_replay_options o = {0};
+	cr_replay_summary sum;
+	cr_manifest *m = NULL;
+	cr_store *s = NULL;
+	json_t *ev = NULL, *mj = NULL;
+	rows r = {0};
+	char p[400], hex[65];
+	uint64_t at;
+	int fd;
+
+	setup();
+	snprintf(p, sizeof(p), "%s/a.pt", ckpt_dir);
+	REQUIRE((fd = open(p, O_RDONLY)) >= 0);
+	mo.want_file_sha256 = 1;
+	REQUIRE(cr_manifest_read(fd, &mo, &m, NULL, NULL) == 0);
+	close(fd);
+	REQUIRE(cr_manifest_json(m, &mj) == 0);
+	REQUIRE(cr_store_init(store_dir) == 0);
+	REQUIRE(cr_store_open(&s, store_dir, CR_STORE_WRITE) == 0);
+	REQUIRE(cr_event_new(&ev, "checkpoint") == 0);
+	cr_event_set_str(ev, "path", "/r/ck/a.pt");
+	cr_hex_encode(hex, m->file_sha256, 32);
+	cr_event_set_str(ev, "sha256", hex);
+	json_object_set_new(ev, "tensors", mj);
+	m->digest[0] ^= 1; /* not the manifest's digest */
+	cr_event_set_hex(ev, "tensors_sha256", m->digest, 32);
+	CHECK(cr_store_append(s, ev, &at) == 0);
+	CHECK(cr_store_flush(s) == 0);
+	cr_store_free(s);
+	json_decref(ev);
+	cr_manifest_free(m);
+
+	o.store = store_dir;
+	o.checkpoints_dir = ckpt_dir;
+	CHECK(cr_replay(&o, on_row, &r, &sum) == CR_EVERIFY);
+	CHECK(r.n == 1 && strcmp(r.status[0], "mismatch") == 0);
+	CHECK(strstr(r.problem[0], "the recorded manifest's digest") != NULL);
+	teardown();
+}
+
+TEST_MAIN(TEST(test_path_climbing_out), TEST(test_nothing_to_replay), TEST(test_manifest_digest))
