@@ -23,6 +23,7 @@
 #        make_data.py/train.py; default ../shared/workload beside the repo, else
 #        /work/shared/workload), PYTHON (default /usr/bin/python3, needs torch),
 #        PEERS (default "strace reprozip in-toto"; "" for cleanroom only),
+#        RECORD_ARGS (more options for cleanroom record, e.g. "--nice 0"),
 #        CLEANROOM, BENCH_TMPDIR (see bench/record_lib.sh)
 # Missing peers are installed with apt-get (root); a peer that cannot be
 # installed or fails is reported as such, not fatal. Goal: cleanroom warm
@@ -136,7 +137,7 @@ run_bare() {
 run_cleanroom() {
 	rm -rf "$CK"
 	LAST_LOG=$LOGS/cleanroom.log
-	rb_timed "$LAST_LOG" "$CR" record --store "$1" --data "$DATA" --json --quiet -- "${TRAIN[@]}" &&
+	rb_timed "$LAST_LOG" "$CR" record --store "$1" --data "$DATA" --json --quiet ${RECORD_ARGS:-} -- "${TRAIN[@]}" &&
 		ok_train "$LAST_LOG" || return 1
 	local inputs reads
 	inputs=$(rb_json_field "$LAST_LOG" inputs)

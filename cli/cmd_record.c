@@ -13,7 +13,8 @@
 
 static const char help[] =
 	"usage: cleanroom record [--store DIR] [--data DIR]... [--checkpoints GLOB]...\n"
-	"                        [--jobs N] [--no-delta] [--json] [--quiet] -- CMD [ARGS...]\n"
+	"                        [--jobs N] [--nice N] [--no-delta] [--json] [--quiet]\n"
+	"                        -- CMD [ARGS...]\n"
 	"\n"
 	"Run CMD with the cleanroom hook and record, as events in the store:\n"
 	"  - the run (command, working folder, user, host, times, exit status, the\n"
@@ -41,6 +42,10 @@ static const char help[] =
 	"  --checkpoints GLOB  a checkpoint pattern, matched against the file name or,\n"
 	"                      if it holds a '/', the whole path (repeatable)\n"
 	"  --jobs N            hashing threads (default: all CPUs but one)\n"
+	"  --nice N            while CMD runs, lower the recorder's own priority by N\n"
+	"                      (0..19, default 10): its hashing and bookkeeping use the\n"
+	"                      CPU time CMD leaves; CMD keeps its priority, and so does\n"
+	"                      the checkpoint thread (a checkpoint may be rewritten soon)\n"
 	"  --no-delta          no weight deltas between checkpoints (manifests are kept)\n"
 	"  --json              print a JSON summary on stdout when the run ends\n"
 	"  --quiet             no progress or summary on stderr\n";
@@ -81,6 +86,7 @@ int cmd_record(int argc, char **argv)
 		{"json", no_argument, NULL, 'J'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"no-delta", no_argument, NULL, 'D'},
+		{"nice", required_argument, NULL, 'n'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -92,7 +98,7 @@ int cmd_record(int argc, char **argv)
 	cr_record_result res;
 	cr_store *store = NULL;
 	cr_store_state state;
-	uint64_t jobs;
+	uint64_t jobs, nice = 10;
 	char hex[65];
 	int json = 0, quiet = 0, no_delta = 0, c, rc, code = EXIT_OK;
 
@@ -127,6 +133,12 @@ int cmd_record(int argc, char **argv)
 		case 'J': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'D': no_delta = 1; break;
+		case 'n':
+			if (cli_parse_u64("record", "--nice", optarg, &nice) || nice > 19) {
+				code = cli_usage_error("record", "--nice must be 0..19");
+				goto done;
+			}
+			break;
 		case 'h': fputs(help, stdout); goto done;
 		default: code = cli_usage_error("record", "bad option"); goto done;
 		}
@@ -157,6 +169,7 @@ int cmd_record(int argc, char **argv)
 	o.preload = preload;
 	o.quiet = quiet;
 	o.no_delta = no_delta;
+	o.nice = (int)nice;
 	rc = cr_record_run(store, &o, &res);
 	if (rc && rc != CR_ENOTFOUND) {
 		cli_fail("record", rc);

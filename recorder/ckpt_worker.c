@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,6 +55,7 @@ struct cr_ckpt_worker {
 	cdone *done, **done_tail;
 	size_t busy;
 	int stop;
+	int nice;
 	int efd;
 	char *tmpdir;
 	int want_delta;
@@ -303,6 +305,7 @@ static void *worker_main(void *arg)
 {
 	cr_ckpt_worker *w = arg;
 	uint64_t one = 1;
+	int nice = 0, named = 0;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
@@ -317,7 +320,16 @@ static void *worker_main(void *arg)
 		w->head = j->next;
 		if (!w->head)
 			w->tail = &w->head;
+		if (w->nice > nice) {
+			nice = w->nice; /* this thread alone (Linux) */
+			(void)setpriority(PRIO_PROCESS, 0, nice);
+		}
 		pthread_mutex_unlock(&w->lock);
+		if (!named) {
+			/* A name for top and perf; failing to set it changes nothing. */
+			(void)pthread_setname_np(pthread_self(), j->shard ? "cr-shard" : "cr-ckpt");
+			named = 1;
+		}
 
 		dn = calloc(1, sizeof(*dn));
 		if (dn && j->shard)
@@ -379,6 +391,13 @@ int cr_ckpt_worker_new(cr_ckpt_worker **out, const char *tmpdir, int want_delta,
 	}
 	*out = w;
 	return 0;
+}
+
+void cr_ckpt_worker_set_nice(cr_ckpt_worker *w, int nice)
+{
+	pthread_mutex_lock(&w->lock);
+	w->nice = nice < 0 ? 0 : nice > 19 ? 19 : nice;
+	pthread_mutex_unlock(&w->lock);
 }
 
 static int submit(cr_ckpt_worker *w, int shard, uint64_t tag, const char *path, int fd)

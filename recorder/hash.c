@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -554,6 +555,7 @@ struct cr_hash_pool {
 	pool_job *results, **results_tail;
 	size_t queued, running;
 	int stopping;
+	int nice;
 	int efd;
 	cr_hash_hooks hooks;
 	unsigned nthreads;
@@ -567,6 +569,7 @@ static void *pool_worker(void *arg)
 	hasher h = {0};
 	int ready = hasher_init(&h), flags = p->hooks.open_flags & O_NOFOLLOW;
 	known_hook known = {p->hooks.known, p->hooks.ctx, t->index, 0};
+	int nice = 0;
 
 	/* A name for top and perf; failing to set it changes nothing. */
 	(void)pthread_setname_np(pthread_self(), "cr-hash");
@@ -591,6 +594,11 @@ static void *pool_worker(void *arg)
 			p->jobs_tail = &p->jobs;
 		p->queued--;
 		p->running++;
+		if (p->nice > nice) {
+			/* Linux: PRIO_PROCESS 0 is this thread alone. */
+			nice = p->nice;
+			(void)setpriority(PRIO_PROCESS, 0, nice);
+		}
 		pthread_mutex_unlock(&p->lock);
 
 		res = &j->r;
@@ -683,6 +691,13 @@ int cr_hash_pool_new_with(cr_hash_pool **out, unsigned threads, const cr_hash_ho
 	}
 	*out = p;
 	return 0;
+}
+
+void cr_hash_pool_set_nice(cr_hash_pool *p, int nice)
+{
+	pthread_mutex_lock(&p->lock);
+	p->nice = nice < 0 ? 0 : nice > 19 ? 19 : nice;
+	pthread_mutex_unlock(&p->lock);
 }
 
 static int submit(cr_hash_pool *p, uint64_t tag, const char *path, int fd, int dirfd, size_t at_off)

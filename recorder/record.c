@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -1856,6 +1857,26 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 		cr_error_set_errno(CR_ENOTFOUND, e, "cannot run %s", opts->argv[0]);
 		rc = CR_ENOTFOUND;
 		goto done;
+	}
+	if (opts->nice > 0) {
+		/*
+		 * The command runs at the priority it was given; the recorder
+		 * takes a lower one, so that its hashing and bookkeeping fill the
+		 * CPU time the training leaves idle rather than taking turns with
+		 * it. Checkpoints keep the normal priority: the file may be
+		 * rewritten in place by the next save. If the recorder falls
+		 * behind, the hook's ring fills and the command waits for it.
+		 */
+		int base, nice;
+
+		errno = 0;
+		base = getpriority(PRIO_PROCESS, 0);
+		if (base == -1 && errno != 0)
+			base = 0;
+		nice = base + opts->nice > 19 ? 19 : base + opts->nice;
+		(void)setpriority(PRIO_PROCESS, 0, nice); /* this thread alone (Linux) */
+		cr_hash_pool_set_nice(r.pool, nice);
+		cr_ckpt_worker_set_nice(r.shw, nice);
 	}
 	r.last_flush_ns = now_ns(CLOCK_MONOTONIC);
 	for (;;) {

@@ -137,6 +137,12 @@ int cr_hash_pool_submit(cr_hash_pool *pool, uint64_t tag, const char *path, int 
  */
 int cr_hash_pool_submit_at(cr_hash_pool *pool, uint64_t tag, int dirfd, const char *path,
                            size_t name_off);
+/*
+ * Have the workers take this nice value (0..19; setpriority on each of
+ * their own threads) from their next job on; the rest of the process is
+ * left as it is. Lowers priority only: raising it back needs privilege.
+ */
+void cr_hash_pool_set_nice(cr_hash_pool *pool, int nice);
 /* Move up to max finished results to out (never blocks). */
 size_t cr_hash_pool_collect(cr_hash_pool *pool, cr_hash_result *out, size_t max);
 /* Jobs queued, running or finished but not collected. */

@@ -25,6 +25,9 @@ typedef struct cr_record_options {
 	unsigned hash_threads;          /* 0: all CPUs */
 	int quiet;                      /* no progress on stderr */
 	int no_delta;                   /* no weight deltas between checkpoints */
+	int nice;                       /* once the command runs, the recorder lowers its own
+	                                   priority by this much (0: unchanged; at most nice 19);
+	                                   the checkpoint thread keeps its priority */
 } cr_record_options;
 
 typedef struct cr_record_result {

@@ -219,6 +219,63 @@ class RecordBehaviour(crtest.TestCase):
         self.assertTrue(os.path.exists(marker))
         s.cr("check")
 
+    def test_nice_lowers_the_recorder_not_the_command(self):
+        s = self.new_store()
+        data = os.path.join(self.tmp, "data")
+        crtest.make_files(data, 2)
+        ck = os.path.join(self.tmp, "model.pt")
+        # The command writes a checkpoint and reads data (so that the hashing
+        # thread and the checkpoint thread each get a job), then watches its
+        # parent's threads until the recorder has lowered itself.
+        script = ("import glob, json, os, sys, time\n"
+                  "open(%r, 'wb').write(b'weights')\n"
+                  "for p in sorted(glob.glob(%r + '/*')):\n"
+                  "    open(p, 'rb').read()\n"
+                  "rec = os.getppid()\n"
+                  "def threads():\n"
+                  "    out = {}\n"
+                  "    for t in os.listdir('/proc/%%d/task' %% rec):\n"
+                  "        st = open('/proc/%%d/task/%%s/stat' %% (rec, t)).read()\n"
+                  "        comm = st[st.index('(') + 1:st.rindex(')')]\n"
+                  "        out[t] = (comm, int(st[st.rindex(')') + 2:].split()[16]))\n"
+                  "    return out\n"
+                  "end = time.time() + 30\n"
+                  "while True:\n"
+                  "    th = threads()\n"
+                  "    names = {c for c, n in th.values()}\n"
+                  "    me = os.getpriority(os.PRIO_PROCESS, 0)\n"
+                  "    lowered = all(n > me for c, n in th.values() if c == 'cr-hash')\n"
+                  "    if ('cr-ckpt' in names and (lowered or sys.argv[1] == 'same') or\n"
+                  "        time.time() > end):\n"
+                  "        break\n"
+                  "    time.sleep(0.05)\n"
+                  "print(json.dumps({'me': os.getpriority(os.PRIO_PROCESS, 0), 'rec': rec,\n"
+                  "                  'threads': th}))\n" % (ck, data))
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        if base > 19 - 5:
+            self.skipTest("the tests already run at nice %d" % base)
+        r = s.cr("record", "--quiet", "--jobs", "1", "--nice", "5", "--data", data, "--",
+                 PY, "-c", script, "lower")
+        got = json.loads(r.out)
+        self.assertEqual(got["me"], base, "the command keeps its priority")
+        th = got["threads"]
+        self.assertEqual(th[str(got["rec"])][1], base + 5, th)
+        hashers = [n for c, n in th.values() if c == "cr-hash"]
+        self.assertEqual(hashers, [base + 5], th)
+        ckpt = [n for c, n in th.values() if c == "cr-ckpt"]
+        self.assertEqual(ckpt, [base], th)
+        evs = events_of(s)
+        self.assertEqual(len([e for e in evs if e["type"] == "input"]), 2)
+        self.assertEqual(len([e for e in evs if e["type"] == "checkpoint"]), 1)
+        # --nice 0 leaves the recorder as it is; out-of-range values are refused.
+        r = s.cr("record", "--quiet", "--jobs", "1", "--nice", "0", "--data", data, "--",
+                 PY, "-c", script, "same")
+        got = json.loads(r.out)
+        self.assertEqual({n for c, n in got["threads"].values()}, {base}, got)
+        r = s.cr("record", "--nice", "20", "--", "true", rc=None)
+        self.assertEqual(r.rc, 2, r)
+        self.assertIn("--nice", r.err)
+
     def test_crash_keeps_everything_before_it(self):
         s = self.new_store()
         data = os.path.join(self.tmp, "data")
