@@ -10,7 +10,7 @@
 #include "cli/common.h"
 
 static const char help[] =
-	"usage: cleanroom add [--store DIR] [--jobs N] [--json] [--quiet] PATH...\n"
+	"usage: cleanroom add [--store DIR] [--jobs N] [--nice N] [--json] [--quiet] PATH...\n"
 	"\n"
 	"Hash every regular file under each PATH (files or folders) and append one\n"
 	"input event per file to the log, in sorted path order. Paths are recorded\n"
@@ -21,6 +21,9 @@ static const char help[] =
 	"\n"
 	"  --store DIR   the store (default ./.cleanroom)\n"
 	"  --jobs N      hashing threads (default: all CPUs)\n"
+	"  --nice N      run the hashing threads N priority levels below the thread\n"
+	"                that writes the log, so that it keeps up (0..19, default 10;\n"
+	"                they still take every CPU it leaves)\n"
 	"  --json        print the summary as JSON\n"
 	"  --quiet       no progress or per-file messages\n"
 	"\n"
@@ -67,6 +70,7 @@ int cmd_add(int argc, char **argv)
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'},
 		{"jobs", required_argument, NULL, 'j'},
+		{"nice", required_argument, NULL, 'n'},
 		{"json", no_argument, NULL, 'J'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},
@@ -78,7 +82,7 @@ int cmd_add(int argc, char **argv)
 	add_ui ui = {0};
 	cr_store_state state;
 	cr_store *store;
-	uint64_t jobs;
+	uint64_t jobs, nice = 10;
 	struct timespec end;
 	double secs;
 	char hex[65], b[32];
@@ -93,6 +97,10 @@ int cmd_add(int argc, char **argv)
 				return cli_usage_error("add", "--jobs must be 1..1024");
 			o.threads = (unsigned)jobs;
 			break;
+		case 'n':
+			if (cli_parse_u64("add", "--nice", optarg, &nice) || nice > 19)
+				return cli_usage_error("add", "--nice must be 0..19");
+			break;
 		case 'J': json = 1; break;
 		case 'q': ui.quiet = 1; break;
 		case 'h': fputs(help, stdout); return EXIT_OK;
@@ -106,6 +114,7 @@ int cmd_add(int argc, char **argv)
 	ui.tty = isatty(2);
 	if (json)
 		ui.problems = json_array();
+	o.nice = (int)nice;
 	o.problem = on_problem;
 	o.progress = on_progress;
 	o.ctx = &ui;

@@ -13,7 +13,7 @@
 
 static const char help[] =
 	"usage: cleanroom record [--store DIR] [--data DIR]... [--checkpoints GLOB]...\n"
-	"                        [--jobs N] [--nice N] [--no-delta] [--json] [--quiet]\n"
+	"                        [--jobs N] [--nice idle|N] [--no-delta] [--json] [--quiet]\n"
 	"                        -- CMD [ARGS...]\n"
 	"\n"
 	"Run CMD with the cleanroom hook and record, as events in the store:\n"
@@ -42,10 +42,12 @@ static const char help[] =
 	"  --checkpoints GLOB  a checkpoint pattern, matched against the file name or,\n"
 	"                      if it holds a '/', the whole path (repeatable)\n"
 	"  --jobs N            hashing threads (default: all CPUs but one)\n"
-	"  --nice N            while CMD runs, lower the recorder's own priority by N\n"
-	"                      (0..19, default 10): its hashing and bookkeeping use the\n"
-	"                      CPU time CMD leaves; CMD keeps its priority, and so does\n"
-	"                      the checkpoint thread (a checkpoint may be rewritten soon)\n"
+	"  --nice idle|N       while CMD runs, lower the recorder's own priority: idle\n"
+	"                      (the default) hashes data only on CPUs CMD leaves idle\n"
+	"                      (SCHED_IDLE) and runs the rest 10 levels lower; N runs\n"
+	"                      all of it N levels lower (1..19); 0 leaves it as it is.\n"
+	"                      CMD keeps its priority, and so does the checkpoint\n"
+	"                      thread (a checkpoint may be rewritten soon)\n"
 	"  --no-delta          no weight deltas between checkpoints (manifests are kept)\n"
 	"  --json              print a JSON summary on stdout when the run ends\n"
 	"  --quiet             no progress or summary on stderr\n";
@@ -98,7 +100,7 @@ int cmd_record(int argc, char **argv)
 	cr_record_result res;
 	cr_store *store = NULL;
 	cr_store_state state;
-	uint64_t jobs, nice = 10;
+	uint64_t jobs, nice = CR_RECORD_IDLE;
 	char hex[65];
 	int json = 0, quiet = 0, no_delta = 0, c, rc, code = EXIT_OK;
 
@@ -134,8 +136,10 @@ int cmd_record(int argc, char **argv)
 		case 'q': quiet = 1; break;
 		case 'D': no_delta = 1; break;
 		case 'n':
-			if (cli_parse_u64("record", "--nice", optarg, &nice) || nice > 19) {
-				code = cli_usage_error("record", "--nice must be 0..19");
+			if (strcmp(optarg, "idle") == 0) {
+				nice = CR_RECORD_IDLE;
+			} else if (cli_parse_u64("record", "--nice", optarg, &nice) || nice > 19) {
+				code = cli_usage_error("record", "--nice must be idle or 0..19");
 				goto done;
 			}
 			break;

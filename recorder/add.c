@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 #include "cleanroom/error.h"
 #include "cleanroom/hash.h"
 #include "util/buf.h"
+#include "util/thread.h"
 
 #define DEFAULT_BATCH 4096
 #define MAX_DEPTH 256
@@ -41,6 +41,13 @@
  * so the pool has a batch of work while the previous one is committed.
  */
 #define WINDOW_BATCHES 2
+
+/*
+ * Results taken per wake-up once the main thread has caught up with the
+ * hashing: one at a time would cost a wake-up (and a switch away from a
+ * hashing thread) per file.
+ */
+#define WAKE_GROUP 32
 
 /*
  * Folders are kept open while their files are hashed, up to this many (and
@@ -614,12 +621,9 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, file_list *l
 				break; /* refill the window before the next batch */
 			}
 		}
-		/* Nothing moved and the window is full: wait for the pool. */
-		if (next < n && got == 0 && next == before) {
-			struct pollfd pfd = {cr_hash_pool_eventfd(pool), POLLIN, 0};
-
-			(void)poll(&pfd, 1, 100);
-		}
+		/* Nothing moved: wait for a group of results. */
+		if (next < n && got == 0 && next == before)
+			cr_hash_pool_wait(pool, WAKE_GROUP, 100);
 	}
 	return 0;
 }
@@ -662,6 +666,16 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 	hooks.ctx = &a;
 	if ((rc = cr_hash_pool_new_with(&pool, o.threads, &hooks)) != 0)
 		goto done;
+	/*
+	 * This thread (lookups in order, the index, the log) is what the run
+	 * waits for at the end; hashing threads at a lower priority let it
+	 * keep up, and still take every CPU it leaves.
+	 */
+	if (o.nice > 0) {
+		int nice = cr_thread_nice() + o.nice;
+
+		cr_hash_pool_set_nice(pool, nice > 19 ? 19 : nice);
+	}
 	threads = cr_hash_pool_threads(pool);
 	if ((a.workers = calloc(threads, sizeof(*a.workers))) == NULL) {
 		rc = cr_error_set(CR_ENOMEM, "out of memory");

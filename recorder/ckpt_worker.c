@@ -14,7 +14,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +23,7 @@
 #include "cleanroom/tensors.h"
 #include "recorder/ckpt_worker.h"
 #include "util/buf.h"
+#include "util/thread.h"
 
 typedef struct cjob {
 	struct cjob *next;
@@ -321,8 +321,8 @@ static void *worker_main(void *arg)
 		if (!w->head)
 			w->tail = &w->head;
 		if (w->nice > nice) {
-			nice = w->nice; /* this thread alone (Linux) */
-			(void)setpriority(PRIO_PROCESS, 0, nice);
+			nice = w->nice;
+			(void)cr_thread_lower(nice);
 		}
 		pthread_mutex_unlock(&w->lock);
 		if (!named) {
@@ -396,7 +396,7 @@ int cr_ckpt_worker_new(cr_ckpt_worker **out, const char *tmpdir, int want_delta,
 void cr_ckpt_worker_set_nice(cr_ckpt_worker *w, int nice)
 {
 	pthread_mutex_lock(&w->lock);
-	w->nice = nice < 0 ? 0 : nice > 19 ? 19 : nice;
+	w->nice = nice < 0 ? 0 : nice > CR_NICE_IDLE ? CR_NICE_IDLE : nice;
 	pthread_mutex_unlock(&w->lock);
 }
 

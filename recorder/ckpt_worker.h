@@ -48,7 +48,7 @@ int cr_ckpt_worker_submit(cr_ckpt_worker *w, uint64_t tag, const char *path, int
 /* Queue a data file that is an archive (fd consumed, or path opened when fd < 0). */
 int cr_ckpt_worker_submit_shard(cr_ckpt_worker *w, uint64_t tag, const char *path, int fd);
 
-/* The workers take this nice value (0..19) from their next job on (see cr_hash_pool_set_nice). */
+/* The workers lower their priority from their next job on (as cr_hash_pool_set_nice). */
 void cr_ckpt_worker_set_nice(cr_ckpt_worker *w, int nice);
 /* Whether a data file's name says it is an archive worth a member manifest. */
 int cr_shard_name(const char *path, size_t len);

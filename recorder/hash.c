@@ -25,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +33,7 @@
 
 #include "cleanroom/error.h"
 #include "cleanroom/hash.h"
+#include "util/thread.h"
 
 /*
  * 1 MiB: on a cached 2 GiB file 1 MiB and 4 MiB reads were within noise of
@@ -553,7 +553,9 @@ struct cr_hash_pool {
 	pthread_cond_t wake;
 	pool_job *jobs, **jobs_tail;
 	pool_job *results, **results_tail;
-	size_t queued, running;
+	size_t queued, running, finished; /* finished: results not yet collected */
+	pthread_cond_t ready;             /* for cr_hash_pool_wait */
+	size_t want;                      /* what a waiter waits for; 0: nobody waits */
 	int stopping;
 	int nice;
 	int efd;
@@ -595,9 +597,8 @@ static void *pool_worker(void *arg)
 		p->queued--;
 		p->running++;
 		if (p->nice > nice) {
-			/* Linux: PRIO_PROCESS 0 is this thread alone. */
 			nice = p->nice;
-			(void)setpriority(PRIO_PROCESS, 0, nice);
+			(void)cr_thread_lower(nice);
 		}
 		pthread_mutex_unlock(&p->lock);
 
@@ -626,6 +627,9 @@ static void *pool_worker(void *arg)
 
 		pthread_mutex_lock(&p->lock);
 		p->running--;
+		p->finished++;
+		if (p->want && (p->finished >= p->want || (p->queued == 0 && p->running == 0)))
+			pthread_cond_signal(&p->ready);
 		/*
 		 * The owner is woken when results appear, not once per result: it
 		 * takes every result there is on each collect, and re-arms the
@@ -674,6 +678,7 @@ int cr_hash_pool_new_with(cr_hash_pool **out, unsigned threads, const cr_hash_ho
 	}
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
+	pthread_cond_init(&p->ready, NULL);
 	p->jobs_tail = &p->jobs;
 	p->results_tail = &p->results;
 	if (hooks)
@@ -696,7 +701,7 @@ int cr_hash_pool_new_with(cr_hash_pool **out, unsigned threads, const cr_hash_ho
 void cr_hash_pool_set_nice(cr_hash_pool *p, int nice)
 {
 	pthread_mutex_lock(&p->lock);
-	p->nice = nice < 0 ? 0 : nice > 19 ? 19 : nice;
+	p->nice = nice < 0 ? 0 : nice > CR_NICE_IDLE ? CR_NICE_IDLE : nice;
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -754,6 +759,7 @@ size_t cr_hash_pool_collect(cr_hash_pool *p, cr_hash_result *out, size_t max)
 		if (!p->results)
 			p->results_tail = &p->results;
 		out[n++] = j->r;
+		p->finished--;
 		free(j);
 	}
 	if (p->results) {
@@ -770,14 +776,32 @@ size_t cr_hash_pool_collect(cr_hash_pool *p, cr_hash_result *out, size_t max)
 size_t cr_hash_pool_busy(cr_hash_pool *p)
 {
 	size_t n;
-	pool_job *r;
 
 	pthread_mutex_lock(&p->lock);
-	n = p->queued + p->running;
-	for (r = p->results; r; r = r->next)
-		n++;
+	n = p->queued + p->running + p->finished;
 	pthread_mutex_unlock(&p->lock);
 	return n;
+}
+
+void cr_hash_pool_wait(cr_hash_pool *p, size_t min, int timeout_ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&p->lock);
+	p->want = min ? min : 1;
+	while (p->finished < p->want && (p->queued || p->running) && !p->stopping) {
+		if (pthread_cond_timedwait(&p->ready, &p->lock, &until) != 0)
+			break; /* timed out */
+	}
+	p->want = 0;
+	pthread_mutex_unlock(&p->lock);
 }
 
 int cr_hash_pool_eventfd(const cr_hash_pool *p)
@@ -816,6 +840,7 @@ void cr_hash_pool_free(cr_hash_pool *p)
 	}
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->wake);
+	pthread_cond_destroy(&p->ready);
 	close(p->efd);
 	free(p->threads);
 	free(p);

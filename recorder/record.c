@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -47,9 +46,11 @@
 #include "recorder/wire.h"
 #include "util/buf.h"
 #include "util/codec.h"
+#include "util/thread.h"
 
 #define GRACE_NS 100000000LL    /* reports younger than this wait for stragglers */
-#define FLUSH_NS 1000000000LL   /* commit a segment at least this often */
+#define FLUSH_NS 1000000000LL
+#define MAIN_IDLE_NICE 10       /* this thread's nice step under --nice idle */   /* commit a segment at least this often */
 #define LINGER_NS 3000000000LL  /* wait for descendants after the command exits */
 #define RECENT_WRITES 64        /* closed-after-write files kept for a rename */
 #define NO_LEAF UINT64_MAX
@@ -227,25 +228,31 @@ typedef struct ckpt {
 	uint64_t leaf;          /* its event, once appended */
 } ckpt;
 
+/* What only a checkpoint's item carries: kept apart so that the many input
+ * and read items waiting for their hashes stay small. */
+typedef struct item_ckpt {
+	int hashed;
+	int rc;
+	uint8_t sha[32];
+	json_t *manifest;       /* tensor manifest, or NULL */
+	uint8_t manifest_sha[32];
+	json_t *delta;          /* delta from the checkpoint item base */
+	size_t base;            /* ckpt index the delta is from, or SIZE_MAX */
+	char manifest_error[256];
+	int manifest_dropped;   /* too large for the event: only its digest */
+	crw_file_id id;         /* at close */
+	crw_file_id read_id;    /* as hashed */
+} item_ckpt;
+
 typedef struct item {
 	struct item *next;
 	item_kind kind;
+	int32_t pid;
 	size_t version;         /* IT_INPUT, IT_READ */
 	size_t env;             /* IT_PROCESS: its executable */
 	size_t ckpt;            /* IT_CHECKPOINT, IT_MARK */
-	int32_t pid;
 	json_t *ev;             /* IT_CHECKPOINT, IT_PROCESS, IT_EVENT: the event so far */
-	int hashed;             /* IT_CHECKPOINT */
-	int rc;
-	uint8_t sha[32];
-	json_t *manifest;       /* IT_CHECKPOINT: tensor manifest, or NULL */
-	uint8_t manifest_sha[32];
-	json_t *delta;          /* IT_CHECKPOINT: delta from the checkpoint item base */
-	size_t base;            /* IT_CHECKPOINT: ckpt index the delta is from, or SIZE_MAX */
-	char manifest_error[256];
-	int manifest_dropped;   /* too large for the event: only its digest */
-	crw_file_id id;         /* IT_CHECKPOINT: at close */
-	crw_file_id read_id;    /* IT_CHECKPOINT: as hashed */
+	item_ckpt *ck;          /* IT_CHECKPOINT */
 } item;
 
 /* Hash jobs in flight: tag -> what waits for it. */
@@ -406,6 +413,10 @@ static item *item_new(rec *r, item_kind kind)
 
 	if (!it)
 		return NULL;
+	if (kind == IT_CHECKPOINT && (it->ck = calloc(1, sizeof(*it->ck))) == NULL) {
+		free(it);
+		return NULL;
+	}
 	it->kind = kind;
 	*r->tail = it;
 	r->tail = &it->next;
@@ -626,7 +637,7 @@ static int queue_checkpoint(rec *r, const char *path, int fd, const crw_file_id 
 	if (extra)
 		json_object_update(it->ev, extra);
 	if (id)
-		it->id = *id;
+		it->ck->id = *id;
 	if (r->n_ckpts == r->cap_ckpts) {
 		size_t cap = r->cap_ckpts ? 2 * r->cap_ckpts : 16;
 		ckpt *c = realloc(r->ckpts, cap * sizeof(*c));
@@ -641,7 +652,7 @@ static int queue_checkpoint(rec *r, const char *path, int fd, const crw_file_id 
 	}
 	it->ckpt = r->n_ckpts;
 	r->ckpts[r->n_ckpts].path = strdup(path);
-	r->ckpts[r->n_ckpts].id = it->id;
+	r->ckpts[r->n_ckpts].id = it->ck->id;
 	r->ckpts[r->n_ckpts].leaf = NO_LEAF;
 	if (kmap_put(&r->ckpt_by_path, path, strlen(path), r->n_ckpts) != 0) {
 		if (fd >= 0)
@@ -655,8 +666,8 @@ static int queue_checkpoint(rec *r, const char *path, int fd, const crw_file_id 
 		return rc;
 	}
 	if (fd < 0 && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
-		it->hashed = 1;
-		it->rc = cr_error_set_errno(CR_EIO, errno, "open %s", path);
+		it->ck->hashed = 1;
+		it->ck->rc = cr_error_set_errno(CR_EIO, errno, "open %s", path);
 		return 0;
 	}
 	return cr_ckpt_worker_submit(r->ckw, tag, path, fd);
@@ -1102,7 +1113,7 @@ static int item_ready(rec *r, item *it)
 	case IT_READ:
 		return r->versions[it->version].hashed;
 	case IT_CHECKPOINT:
-		return it->hashed;
+		return it->ck->hashed;
 	case IT_PROCESS:
 		return it->env == SIZE_MAX || r->envs[it->env].hashed;
 	default:
@@ -1112,6 +1123,7 @@ static int item_ready(rec *r, item *it)
 
 static int append_item(rec *r, item *it)
 {
+	item_ckpt *ck;
 	version *v;
 	uint64_t leaf;
 	int rc = 0;
@@ -1130,24 +1142,25 @@ static int append_item(rec *r, item *it)
 			cr_event_set_hex(it->ev, "exe_sha256", r->envs[it->env].sha, 32);
 		return append(r, it->ev, NULL);
 	case IT_CHECKPOINT:
-		if (it->rc == 0) {
-			cr_event_set_hex(it->ev, "sha256", it->sha, 32);
-			if (it->manifest)
-				json_object_set(it->ev, "tensors", it->manifest);
-			if (it->manifest || it->manifest_dropped)
-				cr_event_set_hex(it->ev, "tensors_sha256", it->manifest_sha, 32);
-			if (it->manifest_error[0])
-				cr_event_set_str(it->ev, "tensors_error", it->manifest_error);
-			if (it->delta && it->base != SIZE_MAX && r->ckpts[it->base].leaf != NO_LEAF) {
-				json_object_set_new(it->delta, "previous",
-				                    json_integer((json_int_t)r->ckpts[it->base].leaf));
-				json_object_set(it->ev, "delta", it->delta);
+		ck = it->ck;
+		if (ck->rc == 0) {
+			cr_event_set_hex(it->ev, "sha256", ck->sha, 32);
+			if (ck->manifest)
+				json_object_set(it->ev, "tensors", ck->manifest);
+			if (ck->manifest || ck->manifest_dropped)
+				cr_event_set_hex(it->ev, "tensors_sha256", ck->manifest_sha, 32);
+			if (ck->manifest_error[0])
+				cr_event_set_str(it->ev, "tensors_error", ck->manifest_error);
+			if (ck->delta && ck->base != SIZE_MAX && r->ckpts[ck->base].leaf != NO_LEAF) {
+				json_object_set_new(ck->delta, "previous",
+				                    json_integer((json_int_t)r->ckpts[ck->base].leaf));
+				json_object_set(it->ev, "delta", ck->delta);
 			}
-			cr_event_set_int(it->ev, "size", (int64_t)it->read_id.size);
+			cr_event_set_int(it->ev, "size", (int64_t)ck->read_id.size);
 			/* Written again after it was closed: what we hashed is not what was closed. */
-			if (it->id.ino && !same_id(&it->id, &(cr_file_id){it->read_id.dev, it->read_id.ino,
-			                                                   it->read_id.size, it->read_id.mtime_ns,
-			                                                   it->read_id.ctime_ns}))
+			if (ck->id.ino &&
+			    !same_id(&ck->id, &(cr_file_id){ck->read_id.dev, ck->read_id.ino, ck->read_id.size,
+			                                    ck->read_id.mtime_ns, ck->read_id.ctime_ns}))
 				json_object_set_new(it->ev, "changed", json_true());
 		} else {
 			json_object_set_new(it->ev, "changed", json_true());
@@ -1176,8 +1189,11 @@ static int append_item(rec *r, item *it)
 static void item_free(item *it)
 {
 	json_decref(it->ev);
-	json_decref(it->manifest);
-	json_decref(it->delta);
+	if (it->ck) {
+		json_decref(it->ck->manifest);
+		json_decref(it->ck->delta);
+		free(it->ck);
+	}
 	free(it);
 }
 
@@ -1226,22 +1242,23 @@ static void collect_checkpoints(rec *r)
 	}
 	while ((n = cr_ckpt_worker_collect(r->ckw, res, 8)) > 0) {
 		for (size_t i = 0; i < n; i++) {
-			item *it = r->jobs[res[i].tag].it;
+			item_ckpt *ck = r->jobs[res[i].tag].it->ck;
 
-			it->hashed = 1;
-			it->rc = res[i].rc;
-			memcpy(it->sha, res[i].sha256, 32);
-			it->read_id.dev = res[i].id.dev;
-			it->read_id.ino = res[i].id.ino;
-			it->read_id.size = res[i].id.size;
-			it->read_id.mtime_ns = res[i].id.mtime_ns;
-			it->read_id.ctime_ns = res[i].id.ctime_ns;
-			it->manifest = res[i].manifest;
-			memcpy(it->manifest_sha, res[i].manifest_sha256, 32);
-			it->delta = res[i].delta;
-			it->base = res[i].delta ? r->jobs[res[i].base_tag].index : SIZE_MAX;
-			snprintf(it->manifest_error, sizeof(it->manifest_error), "%s", res[i].manifest_error);
-			it->manifest_dropped = res[i].manifest_dropped;
+			ck->hashed = 1;
+			ck->rc = res[i].rc;
+			memcpy(ck->sha, res[i].sha256, 32);
+			ck->read_id.dev = res[i].id.dev;
+			ck->read_id.ino = res[i].id.ino;
+			ck->read_id.size = res[i].id.size;
+			ck->read_id.mtime_ns = res[i].id.mtime_ns;
+			ck->read_id.ctime_ns = res[i].id.ctime_ns;
+			ck->manifest = res[i].manifest;
+			memcpy(ck->manifest_sha, res[i].manifest_sha256, 32);
+			ck->delta = res[i].delta;
+			ck->base = res[i].delta ? r->jobs[res[i].base_tag].index : SIZE_MAX;
+			snprintf(ck->manifest_error, sizeof(ck->manifest_error), "%s",
+			         res[i].manifest_error);
+			ck->manifest_dropped = res[i].manifest_dropped;
 		}
 	}
 }
@@ -1863,20 +1880,24 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 		 * The command runs at the priority it was given; the recorder
 		 * takes a lower one, so that its hashing and bookkeeping fill the
 		 * CPU time the training leaves idle rather than taking turns with
-		 * it. Checkpoints keep the normal priority: the file may be
-		 * rewritten in place by the next save. If the recorder falls
-		 * behind, the hook's ring fills and the command waits for it.
+		 * it. By default the hashing and archive threads run at SCHED_IDLE
+		 * and this thread (reports, events, the log) 10 levels lower: it
+		 * must still pass each checkpoint on at once, because the next
+		 * save may rewrite it in place. The checkpoint thread keeps the
+		 * command's priority. If the recorder falls behind, the hook's
+		 * ring fills and the command waits for it.
 		 */
-		int base, nice;
+		int base = cr_thread_nice();
+		int main_nice = base + (opts->nice >= CR_RECORD_IDLE ? MAIN_IDLE_NICE : opts->nice);
+		int workers = opts->nice >= CR_RECORD_IDLE ? CR_NICE_IDLE : main_nice;
 
-		errno = 0;
-		base = getpriority(PRIO_PROCESS, 0);
-		if (base == -1 && errno != 0)
-			base = 0;
-		nice = base + opts->nice > 19 ? 19 : base + opts->nice;
-		(void)setpriority(PRIO_PROCESS, 0, nice); /* this thread alone (Linux) */
-		cr_hash_pool_set_nice(r.pool, nice);
-		cr_ckpt_worker_set_nice(r.shw, nice);
+		if (main_nice > 19)
+			main_nice = 19;
+		if (workers > 19 && workers != CR_NICE_IDLE)
+			workers = 19;
+		(void)cr_thread_lower(main_nice);
+		cr_hash_pool_set_nice(r.pool, workers);
+		cr_ckpt_worker_set_nice(r.shw, workers);
 	}
 	r.last_flush_ns = now_ns(CLOCK_MONOTONIC);
 	for (;;) {

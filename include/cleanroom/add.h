@@ -36,6 +36,8 @@ typedef void (*cr_add_progress_fn)(void *ctx, const cr_add_stats *so_far);
 
 typedef struct cr_add_options {
 	unsigned threads;             /* 0: all online CPUs */
+	int nice;                     /* lower the hashing threads' priority by this much, so
+	                                 that the thread writing the log keeps up (0: none) */
 	size_t batch;                 /* files per segment; 0: 4096 */
 	cr_add_problem_fn problem;
 	cr_add_progress_fn progress;

@@ -138,15 +138,22 @@ int cr_hash_pool_submit(cr_hash_pool *pool, uint64_t tag, const char *path, int 
 int cr_hash_pool_submit_at(cr_hash_pool *pool, uint64_t tag, int dirfd, const char *path,
                            size_t name_off);
 /*
- * Have the workers take this nice value (0..19; setpriority on each of
- * their own threads) from their next job on; the rest of the process is
- * left as it is. Lowers priority only: raising it back needs privilege.
+ * Have the workers lower their own threads' priority from their next job
+ * on: to nice value 0..19, or with 20 to SCHED_IDLE (they run only on a CPU
+ * nothing else wants). The rest of the process is left as it is. Lowers
+ * only: raising a priority back needs privilege.
  */
 void cr_hash_pool_set_nice(cr_hash_pool *pool, int nice);
 /* Move up to max finished results to out (never blocks). */
 size_t cr_hash_pool_collect(cr_hash_pool *pool, cr_hash_result *out, size_t max);
 /* Jobs queued, running or finished but not collected. */
 size_t cr_hash_pool_busy(cr_hash_pool *pool);
+/*
+ * Block until at least min results wait to be collected, or no job is
+ * queued or running, or timeout_ms has passed: an owner that keeps up with
+ * the pool takes its results in groups rather than one wake-up each.
+ */
+void cr_hash_pool_wait(cr_hash_pool *pool, size_t min, int timeout_ms);
 /*
  * Readable when results may be waiting: it is signalled when results appear
  * and re-armed by a collect that leaves some, so collect until it returns 0.

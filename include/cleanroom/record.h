@@ -15,6 +15,9 @@
 extern "C" {
 #endif
 
+/* cr_record_options.nice: the recorder's hashing runs only on CPUs the command leaves idle. */
+#define CR_RECORD_IDLE 20
+
 typedef struct cr_record_options {
 	char *const *argv;              /* the command; argv[0] searched in PATH */
 	const char *const *data_roots;  /* absolute folders; none: see docs/recording.md */
@@ -26,8 +29,10 @@ typedef struct cr_record_options {
 	int quiet;                      /* no progress on stderr */
 	int no_delta;                   /* no weight deltas between checkpoints */
 	int nice;                       /* once the command runs, the recorder lowers its own
-	                                   priority by this much (0: unchanged; at most nice 19);
-	                                   the checkpoint thread keeps its priority */
+	                                   priority by this much (0: unchanged; at most nice
+	                                   19), or with CR_RECORD_IDLE its hashing threads run
+	                                   at SCHED_IDLE and the rest 10 lower; the checkpoint
+	                                   thread keeps its priority */
 } cr_record_options;
 
 typedef struct cr_record_result {

@@ -173,10 +173,26 @@ class AddTest(crtest.TestCase):
         r = self.s.cr("add", rc=None)
         self.assertEqual(r.rc, EXIT_USAGE, r)
         self.assertIn("name at least one file or folder", r.err)
-        for bad in (["--jobs", "0", self.data], ["--jobs", "x", self.data], ["--nope", self.data]):
+        for bad in (["--jobs", "0", self.data], ["--jobs", "x", self.data], ["--nope", self.data],
+                    ["--nice", "20", self.data], ["--nice", "-1", self.data]):
             r = self.s.cr("add", *bad, rc=None)
             self.assertEqual(r.rc, EXIT_USAGE, (bad, r))
         self.assertEqual(self.s.status()["tree_size"], 0)
+
+    def test_add_nice_changes_nothing_recorded(self):
+        """--nice only orders the threads' turns: the same events but for their time."""
+        other = crtest.Store(os.path.join(self.tmp, "other"))
+        other.init()
+        a = self.s.cr("add", "--json", "--nice", "0", self.data)
+        b = other.cr("add", "--json", "--nice", "19", "--jobs", "2", self.data)
+        ja, jb = json.loads(a.out), json.loads(b.out)
+        self.assertEqual(ja["recorded"], jb["recorded"])
+        self.assertGreater(ja["recorded"], 0)
+
+        def files(store):
+            return [json.dumps({k: v for k, v in e["event"].items() if k != "time"}, sort_keys=True)
+                    for e in store.events()]
+        self.assertEqual(files(self.s), files(other))
 
     def test_readd_unchanged_hashes_nothing(self):
         first = self.s.add(self.data)

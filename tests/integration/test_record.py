@@ -237,15 +237,19 @@ class RecordBehaviour(crtest.TestCase):
                   "    for t in os.listdir('/proc/%%d/task' %% rec):\n"
                   "        st = open('/proc/%%d/task/%%s/stat' %% (rec, t)).read()\n"
                   "        comm = st[st.index('(') + 1:st.rindex(')')]\n"
-                  "        out[t] = (comm, int(st[st.rindex(')') + 2:].split()[16]))\n"
+                  "        f = st[st.rindex(')') + 2:].split()\n"
+                  "        out[t] = (comm, int(f[16]), int(f[38]))\n"
                   "    return out\n"
                   "end = time.time() + 30\n"
                   "while True:\n"
                   "    th = threads()\n"
-                  "    names = {c for c, n in th.values()}\n"
+                  "    names = {t[0] for t in th.values()}\n"
                   "    me = os.getpriority(os.PRIO_PROCESS, 0)\n"
-                  "    lowered = all(n > me for c, n in th.values() if c == 'cr-hash')\n"
-                  "    if ('cr-ckpt' in names and (lowered or sys.argv[1] == 'same') or\n"
+                  "    hashers = [(n, p) for c, n, p in th.values() if c == 'cr-hash']\n"
+                  "    lowered = {'lower': all(n > me for n, p in hashers),\n"
+                  "               'idle': all(p == os.SCHED_IDLE for n, p in hashers),\n"
+                  "               'same': True}[sys.argv[1]]\n"
+                  "    if ('cr-ckpt' in names and lowered or\n"
                   "        time.time() > end):\n"
                   "        break\n"
                   "    time.sleep(0.05)\n"
@@ -259,19 +263,32 @@ class RecordBehaviour(crtest.TestCase):
         got = json.loads(r.out)
         self.assertEqual(got["me"], base, "the command keeps its priority")
         th = got["threads"]
-        self.assertEqual(th[str(got["rec"])][1], base + 5, th)
-        hashers = [n for c, n in th.values() if c == "cr-hash"]
-        self.assertEqual(hashers, [base + 5], th)
-        ckpt = [n for c, n in th.values() if c == "cr-ckpt"]
-        self.assertEqual(ckpt, [base], th)
+        self.assertEqual(th[str(got["rec"])][1:], [base + 5, os.SCHED_OTHER], th)
+        hashers = [t[1:] for t in th.values() if t[0] == "cr-hash"]
+        self.assertEqual(hashers, [[base + 5, os.SCHED_OTHER]], th)
+        ckpt = [t[1:] for t in th.values() if t[0] == "cr-ckpt"]
+        self.assertEqual(ckpt, [[base, os.SCHED_OTHER]], th)
         evs = events_of(s)
         self.assertEqual(len([e for e in evs if e["type"] == "input"]), 2)
         self.assertEqual(len([e for e in evs if e["type"] == "checkpoint"]), 1)
+        # The default: hashing at SCHED_IDLE, the main thread 10 lower, the
+        # checkpoint thread as the command.
+        r = s.cr("record", "--quiet", "--jobs", "1", "--data", data, "--",
+                 PY, "-c", script, "idle")
+        got = json.loads(r.out)
+        self.assertEqual(got["me"], base)
+        self.assertEqual(os.sched_getscheduler(0), os.SCHED_OTHER)
+        th = got["threads"]
+        self.assertEqual(th[str(got["rec"])][1:], [min(base + 10, 19), os.SCHED_OTHER], th)
+        self.assertEqual([t[2] for t in th.values() if t[0] == "cr-hash"], [os.SCHED_IDLE], th)
+        self.assertEqual([t[1:] for t in th.values() if t[0] == "cr-ckpt"],
+                         [[base, os.SCHED_OTHER]], th)
         # --nice 0 leaves the recorder as it is; out-of-range values are refused.
         r = s.cr("record", "--quiet", "--jobs", "1", "--nice", "0", "--data", data, "--",
                  PY, "-c", script, "same")
         got = json.loads(r.out)
-        self.assertEqual({n for c, n in got["threads"].values()}, {base}, got)
+        self.assertEqual({tuple(t[1:]) for t in got["threads"].values()},
+                         {(base, os.SCHED_OTHER)}, got)
         r = s.cr("record", "--nice", "20", "--", "true", rc=None)
         self.assertEqual(r.rc, 2, r)
         self.assertIn("--nice", r.err)

@@ -680,6 +680,44 @@ static void test_pool_hooks(void)
 	CHECK(atomic_load(&c.known_calls) < POOL_FILES / 2);
 }
 
+/* cr_hash_pool_wait: returns with a group of results, or when the pool has no work left. */
+static void test_pool_wait(void)
+{
+	static struct pool_ctx c;
+	cr_hash_hooks hooks = {pool_known, pool_done, &c, O_NOFOLLOW};
+	cr_hash_pool *pool = NULL;
+	cr_hash_result res[POOL_FILES];
+	uint8_t buf[100];
+	size_t got, i;
+
+	memset(&c, 0, sizeof(c));
+	for (i = 0; i < 10; i++) {
+		char name[32];
+
+		fill_random(buf, sizeof(buf), i + 5);
+		snprintf(name, sizeof(name), "wait-%02zu", i);
+		snprintf(c.paths[i], PATH_LEN, "%s", harness_tmp_path(name));
+		REQUIRE(write_file(c.paths[i], buf, sizeof(buf)) == 0);
+	}
+	atomic_store(&c.slow, 1); /* each job takes 2 ms or more */
+	REQUIRE(cr_hash_pool_new_with(&pool, 1, &hooks) == 0);
+	/* Nothing queued: no waiting. */
+	cr_hash_pool_wait(pool, 5, 60000);
+	CHECK(cr_hash_pool_busy(pool) == 0);
+	for (i = 0; i < 10; i++)
+		REQUIRE(cr_hash_pool_submit(pool, i, c.paths[i], -1) == 0);
+	cr_hash_pool_wait(pool, 4, 60000);
+	got = cr_hash_pool_collect(pool, res, POOL_FILES);
+	CHECK(got >= 4); /* a group at least */
+	/* More than will ever come: returns once the last job is done. */
+	cr_hash_pool_wait(pool, 1000, 60000);
+	CHECK(cr_hash_pool_busy(pool) == 10 - got);
+	got += cr_hash_pool_collect(pool, res, POOL_FILES);
+	CHECK(got == 10);
+	CHECK(cr_hash_pool_busy(pool) == 0);
+	cr_hash_pool_free(pool);
+}
+
 TEST_MAIN(TEST(test_known_answers), TEST(test_multi_block_file), TEST(test_file_id),
           TEST(test_rejects), TEST(test_hash_fd_pipe_eintr), TEST(test_hash_many),
-          TEST(test_changed_while_read), TEST(test_pool_hooks))
+          TEST(test_changed_while_read), TEST(test_pool_hooks), TEST(test_pool_wait))

@@ -1,0 +1,19 @@
+/* Scheduling of the calling thread. */
+#ifndef CLEANROOM_UTIL_THREAD_H
+#define CLEANROOM_UTIL_THREAD_H
+
+/* The nice value that stands for SCHED_IDLE in cr_thread_lower. */
+#define CR_NICE_IDLE 20
+
+/*
+ * Lower the calling thread's priority, and only its own (Linux keeps a nice
+ * value per thread): to nice (0..19), or with CR_NICE_IDLE to SCHED_IDLE,
+ * where it runs only on a CPU nothing else wants. Never raises it (that
+ * needs privilege). 0 on success; failing leaves the thread as it was.
+ */
+int cr_thread_lower(int nice);
+
+/* This thread's nice value (0 when it cannot be read). */
+int cr_thread_nice(void);
+
+#endif
