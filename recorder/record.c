@@ -49,8 +49,8 @@
 #include "util/thread.h"
 
 #define GRACE_NS 100000000LL    /* reports younger than this wait for stragglers */
-#define FLUSH_NS 1000000000LL
-#define MAIN_IDLE_NICE 10       /* this thread's nice step under --nice idle */   /* commit a segment at least this often */
+#define FLUSH_NS 1000000000LL   /* commit a segment at least this often */
+#define MAIN_IDLE_NICE 10       /* this thread's nice step under --nice idle */
 #define LINGER_NS 3000000000LL  /* wait for descendants after the command exits */
 #define RECENT_WRITES 64        /* closed-after-write files kept for a rename */
 #define NO_LEAF UINT64_MAX
