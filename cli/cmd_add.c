@@ -17,6 +17,9 @@ static const char help[] =
 	"absolute. A file whose path and content are already recorded is counted as\n"
 	"unchanged and not appended again; a file unchanged on disk since it was last\n"
 	"hashed (same device, inode, size, mtime, ctime) is not hashed again.\n"
+	"A file named as an archive (.tar, .tar.gz, .tgz, .tar.zst, .tar.bz2, .zip, ...)\n"
+	"also gets a member manifest in its event: each member's name, size and\n"
+	"SHA-256 (see `cleanroom find`), as `cleanroom record` gives data shards.\n"
 	"Symbolic links and special files inside folders are skipped and listed.\n"
 	"\n"
 	"  --store DIR   the store (default ./.cleanroom)\n"
@@ -137,17 +140,20 @@ int cmd_add(int argc, char **argv)
 		code = EXIT_VERIFY;
 	if (json) {
 		cli_print_json(json_pack(
-			"{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:s,s:o}", "files", (json_int_t)st.files,
+			"{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:s,s:o}", "files", (json_int_t)st.files,
 			"bytes", (json_int_t)st.bytes, "recorded", (json_int_t)st.recorded, "unchanged",
 			(json_int_t)st.unchanged, "hashed_files", (json_int_t)st.hashed_files, "hashed_bytes",
 			(json_int_t)st.hashed_bytes, "cached_files", (json_int_t)st.cached_files, "skipped",
-			(json_int_t)st.skipped, "failed", (json_int_t)st.failed, "seconds", secs, "tree_size",
+			(json_int_t)st.skipped, "failed", (json_int_t)st.failed, "shards",
+			(json_int_t)st.shards, "seconds", secs, "tree_size",
 			(json_int_t)state.size, "root", cli_hex32(hex, state.root), "problems", ui.problems));
 	} else {
 		printf("added %llu files (%s): %llu recorded, %llu unchanged, %llu hashed, %llu from cache",
 		       (unsigned long long)st.files, cli_bytes(b, st.bytes), (unsigned long long)st.recorded,
 		       (unsigned long long)st.unchanged, (unsigned long long)st.hashed_files,
 		       (unsigned long long)st.cached_files);
+		if (st.shards)
+			printf(", %llu archives with member manifests", (unsigned long long)st.shards);
 		if (st.skipped)
 			printf(", %llu skipped", (unsigned long long)st.skipped);
 		if (st.failed)

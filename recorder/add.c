@@ -29,7 +29,10 @@
 
 #include "cleanroom/add.h"
 #include "cleanroom/error.h"
+#include "cleanroom/event.h"
 #include "cleanroom/hash.h"
+#include "cleanroom/shards.h"
+#include "recorder/ckpt_worker.h"
 #include "util/buf.h"
 #include "util/thread.h"
 
@@ -381,6 +384,7 @@ typedef struct slot {
 	signed char state;
 	signed char unchanged; /* recorded before with this path and content */
 	signed char cache;     /* put id -> sha in the hash cache with the append */
+	signed char shard;     /* the event carries a member manifest (or its digest) */
 	cr_file_id id;
 	uint8_t sha[CR_SHA256_SIZE];
 	cr_store_prepared *prep; /* the input event, when not unchanged (made by the worker) */
@@ -410,6 +414,7 @@ typedef struct adder {
 	slot *win;
 	size_t window;
 	const file_ent *files;
+	const int *dirs;  /* the list's open folders */
 	worker_state *workers;
 	unsigned n_workers; /* with a reader */
 } adder;
@@ -459,6 +464,93 @@ static int known_hook(void *ctx, unsigned worker, uint64_t tag, const char *path
 	return rc;
 }
 
+/* A problem with this file alone: the main thread reports it (and retries a change once). */
+static void file_problem(cr_hash_result *r, int rc)
+{
+	r->rc = rc;
+	snprintf(r->error, sizeof(r->error), "%s", cr_error_last());
+}
+
+/*
+ * Worker: the input event of a file named as an archive, with its member
+ * manifest (docs/formats/shards.md) as `cleanroom record` makes it. The
+ * archive is read again for its members; it must still be the file that
+ * was hashed. Not an archive after all, or a damaged one: the event says
+ * why in shard_error and keeps the file's hash. Returns nonzero only when
+ * the event cannot be made (the add stops); a problem with the file is
+ * left in r.
+ */
+static int prepare_shard_input(adder *a, const file_ent *f, const char *path, size_t len,
+                               cr_hash_result *r, slot *s)
+{
+	const int flags = O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
+	cr_shard *sh = NULL;
+	json_t *ev = NULL, *members = NULL;
+	uint8_t digest[CR_SHA256_SIZE];
+	char why[512] = "";
+	struct stat st;
+	cr_file_id id;
+	int fd, rc = 0, dropped = 0;
+
+	fd = f->dir != NO_DIR && a->dirs[f->dir] >= 0 ? openat(a->dirs[f->dir], path + f->name_off, flags)
+	                                              : open(path, flags);
+	if (fd < 0) {
+		file_problem(r, cr_error_set_errno(CR_EIO, errno, "%s", path));
+		return 0;
+	}
+	if (fstat(fd, &st) != 0) {
+		file_problem(r, cr_error_set_errno(CR_EIO, errno, "fstat %s", path));
+		goto done;
+	}
+	cr_file_id_from_stat(&id, &st);
+	if (memcmp(&id, &r->id, sizeof(id)) != 0) {
+		file_problem(r, cr_error_set(CR_HASH_CHANGED, "%s changed while it was read", path));
+		goto done;
+	}
+	rc = cr_shard_read(fd, path, &sh);
+	if (rc == CR_HASH_CHANGED ||
+	    (rc == 0 && (sh->file_size != r->id.size ||
+	                 memcmp(sh->file_sha256, r->sha256, CR_SHA256_SIZE) != 0))) {
+		file_problem(r, cr_error_set(CR_HASH_CHANGED, "%s changed while it was read", path));
+		rc = 0;
+		goto done;
+	}
+	if (rc != 0) {
+		snprintf(why, sizeof(why), "%s", cr_error_last());
+		cr_error_clear();
+	} else if (cr_shard_json(sh, &members) != 0) {
+		snprintf(why, sizeof(why), "%s", cr_error_last());
+		cr_error_clear();
+	} else {
+		memcpy(digest, sh->digest, sizeof(digest));
+		dropped = cr_manifest_too_large(&members, "member manifest", sh->n, why, sizeof(why));
+	}
+	if ((rc = cr_event_new(&ev, "input")) != 0 ||
+	    (rc = cr_event_set_path(ev, "path", path, len)) != 0 ||
+	    (rc = cr_event_set_hex(ev, "sha256", r->sha256, CR_SHA256_SIZE)) != 0 ||
+	    (rc = cr_event_set_int(ev, "size", (int64_t)r->id.size)) != 0 ||
+	    (rc = cr_event_set_time(ev, "time", &s->time)) != 0 ||
+	    (rc = cr_event_set_str(ev, "via", "add")) != 0)
+		goto done;
+	if (members && json_object_set(ev, "shard", members) != 0) {
+		rc = cr_error_set(CR_ENOMEM, "out of memory");
+		goto done;
+	}
+	if ((members || dropped) &&
+	    (rc = cr_event_set_hex(ev, "shard_sha256", digest, CR_SHA256_SIZE)) != 0)
+		goto done;
+	if (why[0] && (rc = cr_event_set_str(ev, "shard_error", why)) != 0)
+		goto done;
+	if ((rc = cr_store_prepare(s->prep, ev)) == 0)
+		s->shard = members || dropped;
+done:
+	json_decref(members);
+	json_decref(ev);
+	cr_shard_free(sh);
+	close(fd);
+	return rc;
+}
+
 /*
  * Worker: whether the file is recorded already and, when it is not, its
  * input event, encoded, so that the main thread only appends it.
@@ -501,9 +593,15 @@ static void done_hook(void *ctx, unsigned worker, const char *path, cr_hash_resu
 		s->unchanged = 1;
 		return;
 	}
-	if ((!s->prep && (rc = cr_store_prepared_new(&s->prep)) != 0) ||
-	    (rc = cr_store_prepare_input(s->prep, path, len, r->sha256, r->id.size, &s->time,
-	                                 "add")) != 0)
+	if (!s->prep && (rc = cr_store_prepared_new(&s->prep)) != 0) {
+		slot_fail(s, rc);
+		return;
+	}
+	if (cr_shard_name(path, len))
+		rc = prepare_shard_input(a, f, path, len, r, s);
+	else
+		rc = cr_store_prepare_input(s->prep, path, len, r->sha256, r->id.size, &s->time, "add");
+	if (rc)
 		slot_fail(s, rc);
 }
 
@@ -546,6 +644,7 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, file_list *l
 			s->state = PENDING;
 			s->unchanged = 0;
 			s->cache = 0;
+			s->shard = 0;
 			s->fatal = 0;
 			s->time = now;
 			if ((rc = submit(pool, l, &files[ahead], ahead)) != 0)
@@ -611,6 +710,7 @@ static int add_files(cr_store *store, cr_hash_pool *pool, adder *a, file_list *l
 				if ((rc = cr_store_append_prepared(store, s->prep, NULL)) != 0)
 					return rc;
 				st->recorded++;
+				st->shards += s->shard;
 			}
 			if (next % batch == 0 || next == n) {
 				if ((rc = cr_store_flush(store)) != 0)
@@ -636,7 +736,7 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 	struct rlimit lim;
 	cr_hash_pool *pool = NULL;
 	cr_hash_hooks hooks = {known_hook, done_hook, NULL, O_NOFOLLOW};
-	adder a = {NULL, 0, NULL, NULL, 0};
+	adder a = {NULL, 0, NULL, NULL, NULL, 0};
 	worker_state *w;
 	unsigned threads;
 	size_t batch, i;
@@ -682,6 +782,7 @@ int cr_add_paths(cr_store *store, const char *const *paths, size_t n, const cr_a
 		goto done;
 	}
 	a.files = files.items;
+	a.dirs = files.dirs;
 	for (; a.n_workers < threads; a.n_workers++) {
 		w = &a.workers[a.n_workers];
 		w->dev_known = -1;

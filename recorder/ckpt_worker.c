@@ -115,7 +115,7 @@ static int hash_only(cjob *j, cr_ckpt_result *r)
  */
 #define MANIFEST_MAX (CR_EVENT_MAX_SIZE / 2)
 
-static int too_large(json_t **j, cr_ckpt_result *r, const char *what, size_t count)
+int cr_manifest_too_large(json_t **j, const char *what, size_t count, char *why, size_t why_len)
 {
 	cr_buf enc = CR_BUF_INIT;
 	int big;
@@ -127,13 +127,23 @@ static int too_large(json_t **j, cr_ckpt_result *r, const char *what, size_t cou
 	}
 	big = enc.len > MANIFEST_MAX;
 	if (big) {
-		r->manifest_dropped = 1;
-		snprintf(r->manifest_error, sizeof(r->manifest_error), "the %s (%zu entries, %zu bytes) is over the %u-byte limit of an event's"
-		         " manifest; its digest is kept", what, count, enc.len, (unsigned)MANIFEST_MAX);
+		snprintf(why, why_len,
+		         "the %s (%zu entries, %zu bytes) is over the %u-byte limit of an event's"
+		         " manifest; its digest is kept",
+		         what, count, enc.len, (unsigned)MANIFEST_MAX);
 		json_decref(*j);
 		*j = NULL;
 	}
 	cr_buf_free(&enc);
+	return big;
+}
+
+static int too_large(json_t **j, cr_ckpt_result *r, const char *what, size_t count)
+{
+	int big = cr_manifest_too_large(j, what, count, r->manifest_error, sizeof(r->manifest_error));
+
+	if (big)
+		r->manifest_dropped = 1;
 	return big;
 }
 

@@ -50,6 +50,12 @@ int cr_ckpt_worker_submit_shard(cr_ckpt_worker *w, uint64_t tag, const char *pat
 
 /* The workers lower their priority from their next job on (as cr_hash_pool_set_nice). */
 void cr_ckpt_worker_set_nice(cr_ckpt_worker *w, int nice);
+/*
+ * Whether a manifest's JSON is over what an event may carry (half the
+ * event limit). When it is, *j is released and set to NULL and why says so
+ * (the caller keeps the manifest's digest).
+ */
+int cr_manifest_too_large(json_t **j, const char *what, size_t count, char *why, size_t why_len);
 /* Whether a data file's name says it is an archive worth a member manifest. */
 int cr_shard_name(const char *path, size_t len);
 /* Move up to max finished results to out (never blocks); the caller owns their JSON. */

@@ -27,6 +27,7 @@ typedef struct cr_add_stats {
 	uint64_t cached_files;   /* hashes taken from the cache */
 	uint64_t skipped;        /* symlinks and special files inside folders */
 	uint64_t failed;         /* unreadable or changed while read */
+	uint64_t shards;         /* of the recorded: archives given a member manifest */
 } cr_add_stats;
 
 /* A file that could not be recorded, or was skipped: path and why. */

@@ -381,11 +381,11 @@ for name in sys.argv[1:-1]:
 torch.save({"w": torch.full((4,), float(total))}, sys.argv[-1])
 """
 
-    def test_members_recorded_and_found(self):
+    def make_shards(self, d):
+        """Two tar shards (one gzipped) and a zip under d/data: returns
+        (data folder, {member name: (archive path, sha256, size)})."""
         import io
         import tarfile
-        d = os.path.realpath(tempfile.mkdtemp(prefix="cr-shards-"))
-        self.addCleanup(shutil.rmtree, d, True)
         data = os.path.join(d, "data")
         os.makedirs(data)
         samples = {}
@@ -403,14 +403,9 @@ torch.save({"w": torch.full((4,), float(total))}, sys.argv[-1])
         with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("zz/sample.txt", b"zip member " * 50)
         samples["zz/sample.txt"] = (zpath, hashlib.sha256(b"zip member " * 50).hexdigest(), 550)
-        script = os.path.join(d, "read.py")
-        with open(script, "w") as f:
-            f.write(self.SCRIPT)
-        store = crtest.Store(os.path.join(d, "store"))
-        shards = sorted(os.path.join(data, n) for n in os.listdir(data))
-        r = crtest.cleanroom("record", "--quiet", "--data", data, "--", PY, script, *shards,
-                             os.path.join(d, "w.pt"), store=store.path, timeout=600)
-        self.assertEqual(r.rc, 0, r)
+        return data, samples
+
+    def check_members(self, store, shards, samples):
         inputs = {e["event"]["path"]: e["event"] for e in store.events() if e["event"]["type"] == "input"}
         self.assertEqual(sorted(inputs), shards)
         for path, ev in inputs.items():
@@ -419,6 +414,22 @@ torch.save({"w": torch.full((4,), float(total))}, sys.argv[-1])
             self.assertEqual(ev["shard_sha256"], crtest.sha256(crtest.canonical(sh)).hex())
             want = {n: (h, size) for n, (p, h, size) in samples.items() if p == path}
             self.assertEqual({m["name"]: (m["sha256"], m["size"]) for m in sh["members"]}, want)
+        return inputs
+
+    def test_members_recorded_and_found(self):
+        d = os.path.realpath(tempfile.mkdtemp(prefix="cr-shards-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        data, samples = self.make_shards(d)
+        zpath = os.path.join(data, "extra.zip")
+        script = os.path.join(d, "read.py")
+        with open(script, "w") as f:
+            f.write(self.SCRIPT)
+        store = crtest.Store(os.path.join(d, "store"))
+        shards = sorted(os.path.join(data, n) for n in os.listdir(data))
+        r = crtest.cleanroom("record", "--quiet", "--data", data, "--", PY, script, *shards,
+                             os.path.join(d, "w.pt"), store=store.path, timeout=600)
+        self.assertEqual(r.rc, 0, r)
+        inputs = self.check_members(store, shards, samples)
         self.assertEqual(inputs[zpath]["shard"]["format"], "zip")
         for name, (path, sha, _) in samples.items():
             for key in (sha, name):
@@ -430,6 +441,36 @@ torch.save({"w": torch.full((4,), float(total))}, sys.argv[-1])
                 self.assertEqual(m[0]["sha256"], sha)
                 self.assertEqual([os.path.basename(c["path"]) for c in m[0]["checkpoints"] if c["direct"]],
                                  ["w.pt"])
+
+    def test_add_gives_archives_member_manifests(self):
+        """`cleanroom add` records shards as `record` does; a damaged archive
+        keeps its file hash and says why it has no manifest."""
+        d = os.path.realpath(tempfile.mkdtemp(prefix="cr-addshards-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        data, samples = self.make_shards(d)
+        shards = sorted(os.path.join(data, n) for n in os.listdir(data))
+        store = crtest.Store(os.path.join(d, "store"))
+        store.init()
+        r = store.cr("add", "--json", data)
+        self.assertEqual(r.json()["shards"], len(shards), r)
+        self.assertEqual(r.json()["recorded"], len(shards), r)
+        self.check_members(store, shards, samples)
+        name, (path, sha, _) = sorted(samples.items())[0]
+        r = store.cr("find", "--json", sha)
+        self.assertEqual([(m["path"], m.get("member")) for m in r.json()["matches"]], [(path, name)])
+        # Named as an archive, but not one: hashed and recorded all the same.
+        bad = os.path.join(d, "more", "broken.tar.gz")
+        os.makedirs(os.path.dirname(bad))
+        with open(bad, "wb") as f:
+            f.write(b"\x1f\x8b not really gzip" * 10)
+        r = store.cr("add", "--json", bad)
+        self.assertEqual((r.json()["recorded"], r.json()["shards"]), (1, 0), r)
+        ev = store.events()[-1]["event"]
+        self.assertEqual(ev["sha256"], crtest.file_sha256(bad))
+        self.assertNotIn("shard", ev)
+        self.assertNotIn("shard_sha256", ev)
+        self.assertTrue(ev["shard_error"], ev)
+        store.cr("check")
 
     def test_member_manifest_too_large_for_an_event(self):
         import tarfile
