@@ -508,16 +508,32 @@ static int prepare_shard_input(adder *a, const file_ent *f, const char *path, si
 		goto done;
 	}
 	rc = cr_shard_read(fd, path, &sh);
-	if (rc == CR_HASH_CHANGED ||
+	if (rc == CR_ENOMEM)
+		goto done; /* the add stops */
+	/* Whatever the reader said, the file must still be the one that was hashed. */
+	if (fstat(fd, &st) != 0) {
+		file_problem(r, cr_error_set_errno(CR_EIO, errno, "fstat %s", path));
+		rc = 0;
+		goto done;
+	}
+	cr_file_id_from_stat(&id, &st);
+	if (memcmp(&id, &r->id, sizeof(id)) != 0 ||
 	    (rc == 0 && (sh->file_size != r->id.size ||
 	                 memcmp(sh->file_sha256, r->sha256, CR_SHA256_SIZE) != 0))) {
 		file_problem(r, cr_error_set(CR_HASH_CHANGED, "%s changed while it was read", path));
 		rc = 0;
 		goto done;
 	}
+	if (rc == CR_EIO) {
+		/* Could not be read (not a question of its format): not recorded. */
+		file_problem(r, rc);
+		rc = 0;
+		goto done;
+	}
 	if (rc != 0) {
 		snprintf(why, sizeof(why), "%s", cr_error_last());
 		cr_error_clear();
+		rc = 0;
 	} else if (cr_shard_json(sh, &members) != 0) {
 		snprintf(why, sizeof(why), "%s", cr_error_last());
 		cr_error_clear();

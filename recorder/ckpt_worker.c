@@ -315,7 +315,7 @@ static void *worker_main(void *arg)
 {
 	cr_ckpt_worker *w = arg;
 	uint64_t one = 1;
-	int nice = 0, named = 0;
+	int nice = CR_NICE_UNSET, want, named = 0;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
@@ -330,11 +330,13 @@ static void *worker_main(void *arg)
 		w->head = j->next;
 		if (!w->head)
 			w->tail = &w->head;
-		if (w->nice > nice) {
-			nice = w->nice;
+		want = w->nice;
+		pthread_mutex_unlock(&w->lock);
+		/* Outside the lock: a thread that lowers itself must not hold it meanwhile. */
+		if (want != nice) {
+			nice = want;
 			(void)cr_thread_lower(nice);
 		}
-		pthread_mutex_unlock(&w->lock);
 		if (!named) {
 			/* A name for top and perf; failing to set it changes nothing. */
 			(void)pthread_setname_np(pthread_self(), j->shard ? "cr-shard" : "cr-ckpt");
@@ -392,6 +394,7 @@ int cr_ckpt_worker_new(cr_ckpt_worker **out, const char *tmpdir, int want_delta,
 	}
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
+	w->nice = CR_NICE_UNSET;
 	for (unsigned i = 0; i < threads; i++) {
 		if (pthread_create(&w->threads[i], NULL, worker_main, w) != 0) {
 			cr_ckpt_worker_free(w);
@@ -406,7 +409,7 @@ int cr_ckpt_worker_new(cr_ckpt_worker **out, const char *tmpdir, int want_delta,
 void cr_ckpt_worker_set_nice(cr_ckpt_worker *w, int nice)
 {
 	pthread_mutex_lock(&w->lock);
-	w->nice = nice < 0 ? 0 : nice > CR_NICE_IDLE ? CR_NICE_IDLE : nice;
+	w->nice = cr_nice_clamp(nice);
 	pthread_mutex_unlock(&w->lock);
 }
 

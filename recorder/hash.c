@@ -571,7 +571,7 @@ static void *pool_worker(void *arg)
 	hasher h = {0};
 	int ready = hasher_init(&h), flags = p->hooks.open_flags & O_NOFOLLOW;
 	known_hook known = {p->hooks.known, p->hooks.ctx, t->index, 0};
-	int nice = 0;
+	int nice = CR_NICE_UNSET, want;
 
 	/* A name for top and perf; failing to set it changes nothing. */
 	(void)pthread_setname_np(pthread_self(), "cr-hash");
@@ -596,11 +596,13 @@ static void *pool_worker(void *arg)
 			p->jobs_tail = &p->jobs;
 		p->queued--;
 		p->running++;
-		if (p->nice > nice) {
-			nice = p->nice;
+		want = p->nice;
+		pthread_mutex_unlock(&p->lock);
+		/* Outside the lock: a thread that lowers itself must not hold it meanwhile. */
+		if (want != nice) {
+			nice = want;
 			(void)cr_thread_lower(nice);
 		}
-		pthread_mutex_unlock(&p->lock);
 
 		res = &j->r;
 		memset(res, 0, sizeof(*res));
@@ -678,7 +680,16 @@ int cr_hash_pool_new_with(cr_hash_pool **out, unsigned threads, const cr_hash_ho
 	}
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
-	pthread_cond_init(&p->ready, NULL);
+	{
+		pthread_condattr_t ca;
+
+		/* cr_hash_pool_wait's timeout does not move with the wall clock. */
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&p->ready, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	p->nice = CR_NICE_UNSET;
 	p->jobs_tail = &p->jobs;
 	p->results_tail = &p->results;
 	if (hooks)
@@ -701,7 +712,7 @@ int cr_hash_pool_new_with(cr_hash_pool **out, unsigned threads, const cr_hash_ho
 void cr_hash_pool_set_nice(cr_hash_pool *p, int nice)
 {
 	pthread_mutex_lock(&p->lock);
-	p->nice = nice < 0 ? 0 : nice > CR_NICE_IDLE ? CR_NICE_IDLE : nice;
+	p->nice = cr_nice_clamp(nice);
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -787,7 +798,9 @@ void cr_hash_pool_wait(cr_hash_pool *p, size_t min, int timeout_ms)
 {
 	struct timespec until;
 
-	clock_gettime(CLOCK_REALTIME, &until);
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += timeout_ms / 1000;
 	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
 	if (until.tv_nsec >= 1000000000L) {

@@ -1889,12 +1889,11 @@ int cr_record_run(cr_store *store, const cr_record_options *opts, cr_record_resu
 		 */
 		int base = cr_thread_nice();
 		int main_nice = base + (opts->nice >= CR_RECORD_IDLE ? MAIN_IDLE_NICE : opts->nice);
-		int workers = opts->nice >= CR_RECORD_IDLE ? CR_NICE_IDLE : main_nice;
+		int workers;
 
 		if (main_nice > 19)
 			main_nice = 19;
-		if (workers > 19 && workers != CR_NICE_IDLE)
-			workers = 19;
+		workers = opts->nice >= CR_RECORD_IDLE ? CR_NICE_IDLE : main_nice;
 		(void)cr_thread_lower(main_nice);
 		cr_hash_pool_set_nice(r.pool, workers);
 		cr_ckpt_worker_set_nice(r.shw, workers);

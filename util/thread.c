@@ -16,6 +16,8 @@ int cr_thread_nice(void)
 
 int cr_thread_lower(int nice)
 {
+	if (nice == CR_NICE_UNSET)
+		return 0;
 	if (nice >= CR_NICE_IDLE) {
 		struct sched_param sp = {0};
 

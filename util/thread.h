@@ -4,10 +4,18 @@
 
 /* The nice value that stands for SCHED_IDLE in cr_thread_lower. */
 #define CR_NICE_IDLE 20
+/* No priority asked for (workers keep theirs). */
+#define CR_NICE_UNSET (-1000)
+
+/* A nice value for cr_thread_lower: -20..19, or CR_NICE_IDLE. */
+static inline int cr_nice_clamp(int nice)
+{
+	return nice < -20 ? -20 : nice > CR_NICE_IDLE ? CR_NICE_IDLE : nice;
+}
 
 /*
  * Lower the calling thread's priority, and only its own (Linux keeps a nice
- * value per thread): to nice (0..19), or with CR_NICE_IDLE to SCHED_IDLE,
+ * value per thread): to nice (-20..19), or with CR_NICE_IDLE to SCHED_IDLE,
  * where it runs only on a CPU nothing else wants. Never raises it (that
  * needs privilege). 0 on success; failing leaves the thread as it was.
  */

@@ -139,8 +139,8 @@ int cr_hash_pool_submit_at(cr_hash_pool *pool, uint64_t tag, int dirfd, const ch
                            size_t name_off);
 /*
  * Have the workers lower their own threads' priority from their next job
- * on: to nice value 0..19, or with 20 to SCHED_IDLE (they run only on a CPU
- * nothing else wants). The rest of the process is left as it is. Lowers
+ * on: to nice value -20..19, or with 20 to SCHED_IDLE (they run only on a
+ * CPU nothing else wants). The rest of the process is left as it is. Lowers
  * only: raising a priority back needs privilege.
  */
 void cr_hash_pool_set_nice(cr_hash_pool *pool, int nice);
@@ -151,7 +151,8 @@ size_t cr_hash_pool_busy(cr_hash_pool *pool);
 /*
  * Block until at least min results wait to be collected, or no job is
  * queued or running, or timeout_ms has passed: an owner that keeps up with
- * the pool takes its results in groups rather than one wake-up each.
+ * the pool takes its results in groups rather than one wake-up each. One
+ * thread waits at a time (the pool's owner).
  */
 void cr_hash_pool_wait(cr_hash_pool *pool, size_t min, int timeout_ms);
 /*
