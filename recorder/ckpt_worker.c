@@ -332,11 +332,7 @@ static void *worker_main(void *arg)
 			w->tail = &w->head;
 		want = w->nice;
 		pthread_mutex_unlock(&w->lock);
-		/* Outside the lock: a thread that lowers itself must not hold it meanwhile. */
-		if (want != nice) {
-			nice = want;
-			(void)cr_thread_lower(nice);
-		}
+		cr_thread_follow(&nice, want); /* outside the lock */
 		if (!named) {
 			/* A name for top and perf; failing to set it changes nothing. */
 			(void)pthread_setname_np(pthread_self(), j->shard ? "cr-shard" : "cr-ckpt");

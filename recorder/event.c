@@ -74,7 +74,7 @@ static int key_cmp(const void *a, const void *b)
 	return *x ? 1 : (*y ? -1 : 0);
 }
 
-static int encode_string(cr_buf *out, const char *s, size_t len)
+int cr_event_encode_string(cr_buf *out, const char *s, size_t len)
 {
 	static const char hexd[] = "0123456789abcdef";
 	size_t i, run = 0;
@@ -150,7 +150,7 @@ static int encode_object(cr_buf *out, const json_t *obj, int depth)
 	for (i = 0; i < n; i++) {
 		if (i && (rc = cr_buf_putc(out, ',')) != 0)
 			goto done;
-		if ((rc = encode_string(out, keys[i], strlen(keys[i]))) != 0 ||
+		if ((rc = cr_event_encode_string(out, keys[i], strlen(keys[i]))) != 0 ||
 		    (rc = cr_buf_putc(out, ':')) != 0 ||
 		    (rc = encode_value(out, json_object_get(obj, keys[i]), depth + 1)) != 0) {
 			if (rc == CR_EINVAL)
@@ -186,7 +186,7 @@ static int encode_value(cr_buf *out, const json_t *v, int depth)
 		}
 		return cr_buf_putc(out, ']');
 	case JSON_STRING:
-		return encode_string(out, json_string_value(v), json_string_length(v));
+		return cr_event_encode_string(out, json_string_value(v), json_string_length(v));
 	case JSON_INTEGER: {
 		json_int_t n = json_integer_value(v);
 

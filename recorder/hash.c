@@ -598,11 +598,7 @@ static void *pool_worker(void *arg)
 		p->running++;
 		want = p->nice;
 		pthread_mutex_unlock(&p->lock);
-		/* Outside the lock: a thread that lowers itself must not hold it meanwhile. */
-		if (want != nice) {
-			nice = want;
-			(void)cr_thread_lower(nice);
-		}
+		cr_thread_follow(&nice, want); /* outside the lock */
 
 		res = &j->r;
 		memset(res, 0, sizeof(*res));

@@ -523,44 +523,6 @@ int cr_store_prepare(cr_store_prepared *p, const json_t *ev)
 	return 0;
 }
 
-/* A JSON string as cr_event_encode writes it: '"', '\\' and controls escaped. */
-static int put_json_string(cr_buf *out, const char *s, size_t len)
-{
-	static const char hexd[] = "0123456789abcdef";
-	size_t i, run = 0;
-	int rc;
-
-	if ((rc = cr_buf_grow(out, len + 2)) != 0)
-		return rc;
-	out->ptr[out->len++] = '"';
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char esc[6] = {'\\', 0, '0', '0', hexd[c >> 4], hexd[c & 15]};
-		size_t n = 2;
-
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		if ((rc = cr_buf_put(out, s + run, i - run)) != 0)
-			return rc;
-		run = i + 1;
-		switch (c) {
-		case '"': esc[1] = '"'; break;
-		case '\\': esc[1] = '\\'; break;
-		case '\b': esc[1] = 'b'; break;
-		case '\f': esc[1] = 'f'; break;
-		case '\n': esc[1] = 'n'; break;
-		case '\r': esc[1] = 'r'; break;
-		case '\t': esc[1] = 't'; break;
-		default: esc[1] = 'u'; n = 6;
-		}
-		if ((rc = cr_buf_put(out, esc, n)) != 0)
-			return rc;
-	}
-	if ((rc = cr_buf_put(out, s + run, len - run)) != 0)
-		return rc;
-	return cr_buf_putc(out, '"');
-}
-
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x)  STRINGIFY_(x)
 
@@ -630,7 +592,7 @@ int cr_store_prepare_input(cr_store_prepared *p, const char *path, size_t len,
 	if (utf8) {
 		rc = cr_buf_put(b, "{\"path\":", 8);
 		if (!rc)
-			rc = put_json_string(b, path, len);
+			rc = cr_event_encode_string(b, path, len);
 	} else {
 		size_t n = cr_base64_len(len);
 
@@ -652,7 +614,7 @@ int cr_store_prepare_input(cr_store_prepared *p, const char *path, size_t len,
 	at = put(at, when.text, strlen(when.text));
 	at = PUT_LIT(at, "\",\"type\":\"input\",\"v\":" STRINGIFY(CR_EVENT_VERSION) ",\"via\":");
 	if ((rc = cr_buf_put(b, tail, (size_t)(at - tail))) != 0 ||
-	    (rc = put_json_string(b, via, strlen(via))) != 0 || (rc = cr_buf_putc(b, '}')) != 0)
+	    (rc = cr_event_encode_string(b, via, strlen(via))) != 0 || (rc = cr_buf_putc(b, '}')) != 0)
 		return rc;
 	/* What cr_index_entry_set takes from such an event. */
 	cr_buf_clear(&p->entry.type);

@@ -29,3 +29,11 @@ int cr_thread_lower(int nice)
 	/* PRIO_PROCESS 0 is the calling thread alone on Linux. */
 	return setpriority(PRIO_PROCESS, 0, nice) == 0 ? 0 : -1;
 }
+
+void cr_thread_follow(int *taken, int want)
+{
+	if (want != *taken) {
+		*taken = want;
+		(void)cr_thread_lower(want);
+	}
+}

@@ -21,6 +21,13 @@ static inline int cr_nice_clamp(int nice)
  */
 int cr_thread_lower(int nice);
 
+/*
+ * For a worker thread: take the priority want (a cr_thread_lower value, or
+ * CR_NICE_UNSET) when it differs from *taken, what the thread took last.
+ * Call it without holding a lock another thread waits on.
+ */
+void cr_thread_follow(int *taken, int want);
+
 /* This thread's nice value (0 when it cannot be read). */
 int cr_thread_nice(void);
 

@@ -35,6 +35,8 @@ int cr_event_new(json_t **out, const char *type);
 
 /* Append the canonical encoding of ev (no trailing newline) to out. */
 int cr_event_encode(const json_t *ev, struct cr_buf *out);
+/* Append one JSON string as cr_event_encode writes it (CR_EINVAL if not UTF-8). */
+int cr_event_encode_string(struct cr_buf *out, const char *s, size_t len);
 
 /*
  * Parse one encoded event. CR_EINVAL with a message when it is not JSON, not
